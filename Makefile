@@ -1,0 +1,49 @@
+# Harvest Hub edge. The two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+TOOLS := $(CURDIR)/.tools
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/harvest-hub/edge/internal/buildinfo.Version=$(VERSION)
+STATICCHECK_VERSION := v0.8.2
+# go test across packages: bounded so the Firestore emulators and brokers tests start
+# do not crowd a two-core machine.
+TEST_FLAGS ?= -race -count=1 -timeout 20m -p 2
+
+.PHONY: help build run test dev-services vet staticcheck gotest bench fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+build: ## build harvest-proxy, harvest-worker and harvest-seed into ./bin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+run: build dev-services ## start the emulator (seeded), the proxy and the worker; Ctrl-C stops all
+	@bash deploy/run.sh
+
+test: dev-services vet staticcheck gotest ## vet, staticcheck and every test (integration included) against real services
+
+dev-services: ## install and start what the tests need (Redis, RabbitMQ, nginx, Java, emulator check)
+	@bash deploy/dev-services.sh
+
+vet:
+	$(GO) vet ./...
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+staticcheck: $(TOOLS)/staticcheck
+	$(TOOLS)/staticcheck ./...
+
+gotest:
+	$(GO) test $(TEST_FLAGS) ./...
+
+bench: build dev-services ## benchmarks, printed side by side with their baselines
+	@bash deploy/bench.sh
+
+fmt: ## gofmt and go mod tidy
+	gofmt -w $$(git ls-files '*.go')
+	$(GO) mod tidy
+
+clean:
+	rm -rf $(BIN) $(TOOLS) .run

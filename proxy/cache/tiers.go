@@ -1,0 +1,260 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/harvest-hub/edge/rules"
+)
+
+// Source says where Lookup found an answer; String is the X-Cache value.
+type Source uint8
+
+const (
+	Miss Source = iota
+	HitL1
+	HitL2
+)
+
+func (s Source) String() string {
+	switch s {
+	case HitL1:
+		return "HIT-L1"
+	case HitL2:
+		return "HIT-L2"
+	}
+	return "MISS"
+}
+
+// Config configures Tiers. Zero values take the defaults documented on
+// GenerationsOptions and rules.Cache.
+type Config struct {
+	Cache rules.Cache
+	// Redis, if set, is used instead of dialing Cache.RedisURL (tests, relays); Tiers
+	// does not close it.
+	Redis          redis.UniversalClient
+	AckTimeout     time.Duration
+	GenTTL         time.Duration
+	HealthInterval time.Duration
+	MaxTags        int
+	Registerer     prometheus.Registerer
+	Logger         *slog.Logger
+}
+
+// Tiers is the facade the proxy uses: L1, L2 and Generations wired together so that
+// the request path is four calls:
+//
+//	read:  e, src, _ := t.Lookup(ctx, key, tags, rule.Consistency, now)
+//	       on miss: st, err := t.Begin(ctx, tags)   // BEFORE asking the upstream
+//	       then:    e := &Entry{…, Tags: tags}; st.Apply(e); t.Fill(ctx, key, e)
+//	               (skip Fill when Begin failed: the read cannot prove it is not stale)
+//	write: t.BeforeWrite(ctx, tags); forward; on success t.AfterWrite(ctx, tags)
+//
+// Errors are for logging only: a failed Lookup is a miss; a failed Begin means
+// "serve the answer but do not Fill"; a failed BeforeWrite/AfterWrite must not fail
+// the write (the failed bump is re-sent once Redis answers; ErrAckTimeout means a
+// slow replica). Every read's tags should include DatabaseTag(db), so that
+// PurgeDatabase works.
+// The fields are exported for metrics, admin and tests; L2 is nil without Redis.
+type Tiers struct {
+	L1   *L1
+	L2   *L2
+	Gens *Generations
+
+	own     *redis.Client // dialed by New, closed by Close
+	maxLife time.Duration
+}
+
+// NewRedisClient dials rules.Cache.RedisURL with options suited to a cache on the
+// request path: context deadlines honored, every timeout = RedisTimeout, no retries
+// (a miss is cheaper than a retry past the budget).
+func NewRedisClient(c rules.Cache) (*redis.Client, error) {
+	opt, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("cache: redis url: %w", err)
+	}
+	t := c.RedisTimeout
+	if t <= 0 {
+		t = 25 * time.Millisecond
+	}
+	opt.ContextTimeoutEnabled = true
+	opt.DialTimeout = 4 * t
+	opt.ReadTimeout = t
+	opt.WriteTimeout = t
+	opt.PoolTimeout = t
+	opt.MaxRetries = -1
+	return redis.NewClient(opt), nil
+}
+
+// New builds the tiers. With neither Config.Redis nor Cache.RedisURL, it is L1 only
+// with in-process generations (always trusted).
+func New(cfg Config) (*Tiers, error) {
+	m := NewMetrics(cfg.Registerer)
+	t := &Tiers{}
+	rdb := cfg.Redis
+	if rdb == nil && cfg.Cache.RedisURL != "" {
+		c, err := NewRedisClient(cfg.Cache)
+		if err != nil {
+			return nil, err
+		}
+		t.own, rdb = c, c
+	}
+	gens, err := NewGenerations(GenerationsOptions{
+		Redis: rdb, Prefix: cfg.Cache.KeyPrefix, Timeout: cfg.Cache.RedisTimeout,
+		AckTimeout: cfg.AckTimeout, MaxTags: cfg.MaxTags, GenTTL: cfg.GenTTL,
+		HealthInterval: cfg.HealthInterval, Logger: cfg.Logger, Metrics: m,
+	})
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.Gens = gens
+	t.maxLife = gens.opt.GenTTL / 2
+	t.L1 = NewL1(cfg.Cache.L1MaxBytes, cfg.Cache.L1MaxEntries, m)
+	if t.L1 != nil {
+		m.registerL1(cfg.Registerer, t.L1)
+	}
+	if rdb != nil {
+		t.L2 = NewL2(rdb, gens.opt.Prefix, gens.opt.Timeout, m)
+	}
+	return t, nil
+}
+
+// Close stops the subscription and closes a Redis client New dialed.
+func (t *Tiers) Close() error {
+	var errs []error
+	if t.Gens != nil {
+		errs = append(errs, t.Gens.Close())
+	}
+	if t.own != nil {
+		errs = append(errs, t.own.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Lookup returns an answer for key that may be served at now, or Miss:
+//   - L1, if Generations.Valid (or, for consistency eventual while untrusted,
+//     ValidEventual);
+//   - else L2, if the entry's recorded generations equal Redis's current ones for
+//     tags (read in the same round trip); it is then promoted into L1.
+//
+// Returned entries are Usable at now; Entry.Fresh tells a hit from a stale one. An
+// error (Redis) comes with Miss and is only for logging: serve from upstream.
+func (t *Tiers) Lookup(ctx context.Context, key Key, tags []string, c rules.Consistency, now time.Time) (*Entry, Source, error) {
+	if e := t.L1.Get(key); e != nil && e.Usable(now) {
+		if t.Gens.Valid(e) || (c == rules.Eventual && t.Gens.ValidEventual(e)) {
+			return e, HitL1, nil
+		}
+	}
+	if t.L2 == nil {
+		return nil, Miss, nil
+	}
+	epoch, drops := t.Gens.Epoch(), t.Gens.table.drops.Load()
+	e, gens, err := t.L2.Get(ctx, key, tags)
+	if err != nil {
+		return nil, Miss, err
+	}
+	t.Gens.learn(tags, gens, epoch, drops)
+	if e == nil || !e.Current(tags, gens) || !e.Usable(now) {
+		return nil, Miss, nil
+	}
+	// Current as of a read that began in epoch: stamp it so, for L1.
+	e.Epoch = epoch
+	t.L1.Add(key, e)
+	return e, HitL2, nil
+}
+
+// Begin stamps a read about to be sent upstream (Generations.Snapshot).
+func (t *Tiers) Begin(ctx context.Context, tags []string) (Stamp, error) {
+	return t.Gens.Snapshot(ctx, tags)
+}
+
+// Fill stores the answer of a read stamped by Begin: in L1 if no bump of its tags
+// has been seen since the stamp, and in L2 under the atomic generation check. The
+// entry's lifetime is capped at half the generation keys' TTL. e must not be shared
+// yet; it must not be modified afterwards. The error is only for logging.
+func (t *Tiers) Fill(ctx context.Context, key Key, e *Entry) error {
+	if len(e.Tags) != len(e.Gens) {
+		return fmt.Errorf("cache: fill: %d tags but %d gens (not stamped?)", len(e.Tags), len(e.Gens))
+	}
+	if limit := time.Now().Add(t.maxLife); e.StaleUntil.After(limit) {
+		e.StaleUntil = limit
+		if e.FreshUntil.After(limit) {
+			e.FreshUntil = limit
+		}
+	}
+	e.prepare()
+	if t.Gens.Valid(e) {
+		t.L1.Add(key, e)
+	}
+	if t.L2 == nil {
+		return nil
+	}
+	_, err := t.L2.Set(ctx, key, e)
+	return err
+}
+
+// BeforeWrite bumps the tags a write touches, before it is forwarded: reads that
+// begin from now on are stamped after this bump.
+func (t *Tiers) BeforeWrite(ctx context.Context, tags []string) error {
+	return t.Gens.Bump(ctx, tags, NoWait)
+}
+
+// AfterWrite bumps them again after the upstream's success, and waits until every
+// replica applied it: reads that began during the write (and saw the first bump)
+// are outdated too, and once the client is answered no replica serves them.
+func (t *Tiers) AfterWrite(ctx context.Context, tags []string) error {
+	return t.Gens.Bump(ctx, tags, WaitApplied)
+}
+
+// Tag constructors, matching classify's tag format. db is "projects/p/databases/d";
+// paths are relative to the documents root, without a leading slash.
+
+// DocTag is the tag of one document: "doc:<db>/documents/<doc>".
+func DocTag(db, doc string) string { return "doc:" + db + "/documents/" + doc }
+
+// CollectionTag is the tag of a collection's lists and queries: "coll:<db>/documents/<coll>".
+func CollectionTag(db, coll string) string { return "coll:" + db + "/documents/" + coll }
+
+// GroupTag is the tag of collection-group queries on collectionID: "group:<db>/<id>".
+func GroupTag(db, collectionID string) string { return "group:" + db + "/" + collectionID }
+
+// DatabaseTag is the tag every read of db carries: bumping it invalidates every
+// entry of the database in O(1).
+func DatabaseTag(db string) string { return "all:" + db }
+
+// PurgeDocument invalidates a document, and the collection and group queries that
+// may contain it, on every replica.
+func (t *Tiers) PurgeDocument(ctx context.Context, db, doc string) error {
+	tags := []string{DocTag(db, doc)}
+	if i := strings.LastIndexByte(doc, '/'); i > 0 {
+		coll := doc[:i]
+		tags = append(tags, CollectionTag(db, coll), GroupTag(db, coll[strings.LastIndexByte(coll, '/')+1:]))
+	}
+	return t.Gens.Bump(ctx, tags, WaitApplied)
+}
+
+// PurgeCollection invalidates a collection's lists and queries (and group queries
+// on its id). Single-document entries keep their own doc tags: use PurgeDocument or
+// PurgeDatabase for those.
+func (t *Tiers) PurgeCollection(ctx context.Context, db, coll string) error {
+	id := coll[strings.LastIndexByte(coll, '/')+1:]
+	return t.Gens.Bump(ctx, []string{CollectionTag(db, coll), GroupTag(db, id)}, WaitApplied)
+}
+
+// PurgeGroup invalidates collection-group queries on collectionID.
+func (t *Tiers) PurgeGroup(ctx context.Context, db, collectionID string) error {
+	return t.Gens.Bump(ctx, []string{GroupTag(db, collectionID)}, WaitApplied)
+}
+
+// PurgeDatabase invalidates everything cached for db, in O(1).
+func (t *Tiers) PurgeDatabase(ctx context.Context, db string) error {
+	return t.Gens.Bump(ctx, []string{DatabaseTag(db)}, WaitApplied)
+}

@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's own Prometheus series (the cache tiers register theirs), and
+// a few plain counters for GET /_proxy/stats.
+type metrics struct {
+	requests       *prometheus.CounterVec   // by op and cache result
+	upstream       *prometheus.HistogramVec // upstream latency by op
+	upstreamErrors *prometheus.CounterVec   // by op and reason
+	readsAvoided   prometheus.Counter       // billed document reads served from cache
+	writes         *prometheus.CounterVec   // writes by op and outcome
+	inflight       prometheus.Gauge
+
+	byResult [len(resultNames)]atomic.Int64
+	saved    atomic.Int64
+}
+
+// resultNames are the X-Cache values, plus ERROR for the proxy's own failures.
+var resultNames = [...]string{"HIT-L1", "HIT-L2", "MISS", "STALE", "BYPASS", "ERROR"}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "harvest_proxy_requests_total",
+			Help: "Requests by Firestore method and cache result (HIT-L1, HIT-L2, MISS, STALE, BYPASS, ERROR).",
+		}, []string{"op", "cache"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "harvest_proxy_upstream_duration_seconds",
+			Help:    "Time the upstream took to answer, by Firestore method.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"op"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "harvest_proxy_upstream_errors_total",
+			Help: "Upstream failures: transport errors and 5xx answers, by Firestore method.",
+		}, []string{"op", "reason"}),
+		readsAvoided: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "harvest_proxy_billed_reads_avoided_total",
+			Help: "Billed document reads saved: documents in each answer served from cache.",
+		}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "harvest_proxy_writes_total",
+			Help: "Writes by Firestore method and outcome (ok, failed, unknown).",
+		}, []string{"op", "outcome"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "harvest_proxy_inflight_requests",
+			Help: "Requests being served now.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.upstream, m.upstreamErrors, m.readsAvoided, m.writes, m.inflight)
+	}
+	return m
+}
+
+// request counts one answered request.
+func (m *metrics) request(op, result string) {
+	m.requests.WithLabelValues(op, result).Inc()
+	for i, n := range resultNames {
+		if n == result {
+			m.byResult[i].Add(1)
+		}
+	}
+}
+
+func (m *metrics) served(docs int) {
+	m.readsAvoided.Add(float64(docs))
+	m.saved.Add(int64(docs))
+}
+
+func (m *metrics) results() map[string]int64 {
+	out := make(map[string]int64, len(resultNames))
+	for i, n := range resultNames {
+		out[n] = m.byResult[i].Load()
+	}
+	return out
+}

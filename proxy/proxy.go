@@ -1,0 +1,213 @@
+// Package proxy is harvest-proxy's request path: it classifies each Firestore REST
+// request, answers cacheable reads from the tiers of package cache (L1 in process, L2 in
+// Redis) or the upstream, forwards writes and invalidates what they touch, and passes
+// everything else through untouched and streamed.
+//
+// Promises (ARCHITECTURE.md, "Cache correctness"): once a write through any replica has
+// been answered with success, no replica serves a cached read that predates it; a read
+// that began before a write finished is never stored as fresh; entries of scope user are
+// keyed by a hash of the caller's whole Authorization header; only 200 answers (and 404s
+// of single documents where the rule asks for negative caching) are cached; Redis faults
+// degrade to L1 and upstream with no error to the client; the proxy's own failures are
+// Firestore-shaped JSON errors.
+//
+// A Proxy is safe for concurrent use; Run serves until its context ends.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/harvest-hub/edge/proxy/apierror"
+	"github.com/harvest-hub/edge/proxy/cache"
+	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/proxy/upstream"
+	"github.com/harvest-hub/edge/rules"
+)
+
+// Proxy serves the Firestore REST API with a cache in front.
+type Proxy struct {
+	opts   Options
+	log    *slog.Logger
+	rules  *rules.Store
+	up     *upstream.Client
+	tiers  *cache.Tiers
+	flight singleflight.Group
+	m      *metrics
+
+	server   *fasthttp.Server
+	admin    *http.Server
+	draining atomic.Bool
+}
+
+// New builds a Proxy from resolved options. It dials nothing yet but Redis (whose
+// absence degrades, it does not fail).
+func New(o Options) (*Proxy, error) {
+	if o.Rules == nil {
+		return nil, errors.New("proxy: no rules")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	cfg := o.Rules.Current()
+	up, err := upstream.New(upstream.Config{
+		URL: o.Upstream, Timeout: cfg.Upstream.Timeout, MaxConns: cfg.Upstream.MaxIdleConns,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	cacheCfg := cfg.Cache
+	cacheCfg.RedisURL = o.RedisURL
+	tiers, err := cache.New(cache.Config{Cache: cacheCfg, Registerer: o.Registry, Logger: o.Log})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: cache: %w", err)
+	}
+	p := &Proxy{
+		opts:  o,
+		log:   o.Log,
+		rules: o.Rules,
+		up:    up,
+		tiers: tiers,
+		m:     newMetrics(o.Registry),
+	}
+	p.server = &fasthttp.Server{
+		Handler:                       p.Handle,
+		ErrorHandler:                  p.serverError,
+		Name:                          "harvest-proxy",
+		MaxRequestBodySize:            cfg.Server.MaxBodyBytes,
+		ReadTimeout:                   cfg.Server.ReadTimeout,
+		WriteTimeout:                  cfg.Server.WriteTimeout,
+		IdleTimeout:                   cfg.Server.IdleTimeout,
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		CloseOnShutdown:               true,
+		ReduceMemoryUsage:             false,
+		StreamRequestBody:             false,
+	}
+	return p, nil
+}
+
+// Run serves the client listener and the admin listener until ctx ends, then stops
+// taking new requests, drains in-flight ones for up to the configured grace, and
+// closes the tiers.
+func (p *Proxy) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", p.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", p.opts.Listen, err)
+	}
+	return p.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened (tests use port 0).
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 2)
+	go func() { errc <- p.server.Serve(ln) }()
+	if p.opts.AdminListen != "" {
+		aln, err := net.Listen("tcp", p.opts.AdminListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("proxy: admin listen %s: %w", p.opts.AdminListen, err)
+		}
+		p.admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := p.admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("proxy: admin: %w", err)
+			}
+		}()
+	}
+	p.log.Info("serving", "listen", ln.Addr().String(), "admin", p.opts.AdminListen)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	p.draining.Store(true)
+	grace := p.rules.Current().Server.ShutdownGrace
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := p.server.ShutdownWithContext(sctx); err != nil {
+		p.log.Warn("shutdown did not drain every request in time", "grace", grace, "err", err)
+	}
+	if p.admin != nil {
+		p.admin.Shutdown(sctx)
+	}
+	if err := p.tiers.Close(); err != nil {
+		p.log.Warn("closing cache tiers", "err", err)
+	}
+	p.log.Info("stopped")
+	return serveErr
+}
+
+// Handle serves one client request.
+func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
+	p.m.inflight.Inc()
+	defer p.m.inflight.Dec()
+	req, err := classify.Classify(string(ctx.Method()), string(ctx.URI().PathOriginal()),
+		string(ctx.URI().QueryString()), ctx.PostBody())
+	if err != nil {
+		var ce *classify.Error
+		if errors.As(err, &ce) {
+			p.m.request(req.Op.String(), "ERROR")
+			apierror.Write(ctx, ce.HTTPStatus, ce.Status, ce.Message)
+			return
+		}
+		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, err.Error())
+		return
+	}
+	switch req.Kind {
+	case classify.Read:
+		p.read(ctx, &req)
+	case classify.Write:
+		p.write(ctx, &req)
+	default:
+		p.bypass(ctx, &req)
+	}
+}
+
+// serverError answers what fasthttp rejects before Handle (oversized or unparseable
+// requests) in Firestore's shape.
+func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		apierror.Write(ctx, fasthttp.StatusRequestEntityTooLarge, apierror.PayloadTooLarge,
+			fmt.Sprintf("request body larger than %d bytes", p.server.MaxRequestBodySize))
+		return
+	}
+	apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, "malformed HTTP request: "+err.Error())
+}
+
+// bypass forwards a request untouched and streams the answer back.
+func (p *Proxy) bypass(ctx *fasthttp.RequestCtx, req *classify.Request) {
+	p.m.request(req.Op.String(), "BYPASS")
+	out := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(out)
+	p.up.Prepare(ctx, out, false)
+	start := time.Now()
+	if err := p.up.Stream(out, ctx); err != nil {
+		p.upstreamFailed(ctx, req.Op, err)
+		return
+	}
+	p.m.upstream.WithLabelValues(req.Op.String()).Observe(time.Since(start).Seconds())
+	ctx.Response.Header.Set("X-Cache", "BYPASS")
+}
+
+// upstreamFailed answers a transport failure (no answer from the upstream) with 503
+// UNAVAILABLE (504 DEADLINE_EXCEEDED on a timeout) and logs it once.
+func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, op classify.Op, err error) {
+	reason, code, status := "unavailable", fasthttp.StatusServiceUnavailable, apierror.Unavailable
+	if errors.Is(err, fasthttp.ErrTimeout) {
+		reason, code, status = "timeout", fasthttp.StatusGatewayTimeout, apierror.DeadlineExceeded
+	}
+	p.m.upstreamErrors.WithLabelValues(op.String(), reason).Inc()
+	p.log.Warn("upstream failed", "op", op.String(), "path", string(ctx.URI().PathOriginal()), "err", err)
+	apierror.Write(ctx, code, status, "the Firestore upstream did not answer ("+reason+")")
+}

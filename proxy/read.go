@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/harvest-hub/edge/proxy/cache"
+	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/rules"
+)
+
+// fetched is one upstream answer to a read, shared by the callers coalesced on it.
+type fetched struct {
+	status      int
+	body        []byte
+	contentType string
+	cached      bool // stored as an entry: safe to share with every coalesced caller
+}
+
+// read answers a cacheable read: a fresh entry from L1 or L2, else the upstream (one
+// call per key and generation stamp however many callers wait), storing what the rule
+// allows. Stale entries are served under the rule's stale_while_revalidate (and
+// refreshed in the background) or stale_if_error (when the upstream fails).
+func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request) {
+	rule := ruleFor(p.rules.Current(), req)
+	if rule == nil || rule.TTL <= 0 {
+		p.bypass(ctx, req)
+		return
+	}
+	tags := append(req.Tags, cache.DatabaseTag(req.Database))
+	key := cacheKey(ctx, req, rule.Scope)
+	now := time.Now()
+	e, src, err := p.tiers.Lookup(context.Background(), key, tags, rule.Consistency, now)
+	if err != nil {
+		p.log.Debug("cache lookup failed; serving from upstream", "err", err)
+	}
+	if e != nil {
+		if e.Fresh(now) {
+			p.serveEntry(ctx, req.Op, e, src.String(), now)
+			return
+		}
+		if rule.StaleWhileRevalidate > 0 && now.Before(e.FreshUntil.Add(rule.StaleWhileRevalidate)) {
+			p.serveEntry(ctx, req.Op, e, "STALE", now)
+			p.revalidate(ctx, req, rule, key, tags)
+			return
+		}
+	}
+
+	out := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(out)
+	p.up.Prepare(ctx, out, true)
+	res, err := p.fill(out, req, rule, key, tags)
+	if err != nil || res.status >= 500 {
+		if e != nil && rule.StaleIfError > 0 && now.Before(e.FreshUntil.Add(rule.StaleIfError)) {
+			p.serveEntry(ctx, req.Op, e, "STALE", now)
+			return
+		}
+		if err != nil {
+			p.m.request(req.Op.String(), "ERROR")
+			p.upstreamFailed(ctx, req.Op, err)
+			return
+		}
+	}
+	p.m.request(req.Op.String(), "MISS")
+	ctx.SetStatusCode(res.status)
+	if res.contentType != "" {
+		ctx.SetContentType(res.contentType)
+	}
+	ctx.Response.SetBodyRaw(res.body) // never modified after the fetch
+	ctx.Response.Header.Set("X-Cache", "MISS")
+}
+
+// fill asks the upstream for a read and stores the answer when the rule allows.
+// Callers with the same key and the same generation stamp share one upstream call: the
+// stamp is part of the flight key, so a read that begins after a write's bump never
+// joins a call that began before it (and could return what the write replaced).
+// A shared answer the cache refused (an error, a 403 for one caller's credentials) is
+// not trusted for the others: each of them asks on its own.
+func (p *Proxy) fill(out *fasthttp.Request, req *classify.Request, rule *rules.Rule, key cache.Key, tags []string) (*fetched, error) {
+	stamp, stampErr := p.tiers.Begin(context.Background(), tags)
+	if stampErr != nil {
+		// Without a stamp nothing can be stored safely, so there is nothing to share.
+		return p.fetch(out, req, rule, key, tags, nil)
+	}
+	v, err, shared := p.flight.Do(flightKey(key, stamp), func() (any, error) {
+		return p.fetch(out, req, rule, key, tags, &stamp)
+	})
+	if shared && (err != nil || !v.(*fetched).cached) {
+		return p.fetch(out, req, rule, key, tags, nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v.(*fetched), nil
+}
+
+// fetch sends one read upstream and, when stamp is given and the answer is cacheable
+// under rule, fills the tiers with it.
+func (p *Proxy) fetch(out *fasthttp.Request, req *classify.Request, rule *rules.Rule, key cache.Key, tags []string, stamp *cache.Stamp) (*fetched, error) {
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	start := time.Now()
+	if err := p.up.Do(out, resp); err != nil {
+		return nil, err
+	}
+	p.m.upstream.WithLabelValues(req.Op.String()).Observe(time.Since(start).Seconds())
+	res := &fetched{
+		status:      resp.StatusCode(),
+		body:        append([]byte(nil), resp.Body()...),
+		contentType: string(resp.Header.ContentType()),
+	}
+	if res.status >= 500 {
+		p.m.upstreamErrors.WithLabelValues(req.Op.String(), "status_"+strconv.Itoa(res.status)).Inc()
+		p.log.Warn("upstream error answer", "op", req.Op.String(), "status", res.status)
+	}
+	ttl := rule.TTL
+	switch {
+	case res.status == fasthttp.StatusOK:
+	case res.status == fasthttp.StatusNotFound && req.Op == classify.GetDocument && rule.NegativeTTL > 0:
+		ttl = rule.NegativeTTL
+	default:
+		return res, nil
+	}
+	docs, ok := billedDocs(req.Op, res.status, res.body)
+	if !ok || stamp == nil {
+		return res, nil // an answer that does not parse (an error inside a stream) is not stored
+	}
+	now := time.Now()
+	e := &cache.Entry{
+		Status:      res.status,
+		Body:        res.body,
+		ContentType: res.contentType,
+		StoredAt:    now,
+		FreshUntil:  now.Add(ttl),
+		StaleUntil:  now.Add(ttl + max(rule.StaleWhileRevalidate, rule.StaleIfError)),
+		Docs:        docs,
+		Tags:        tags,
+	}
+	stamp.Apply(e)
+	if err := p.tiers.Fill(context.Background(), key, e); err != nil {
+		p.log.Debug("cache fill incomplete", "err", err)
+	}
+	res.cached = true
+	return res, nil
+}
+
+// revalidate refreshes an entry served stale, in the background, once per key and
+// stamp however many callers see it stale.
+func (p *Proxy) revalidate(ctx *fasthttp.RequestCtx, req *classify.Request, rule *rules.Rule, key cache.Key, tags []string) {
+	out := fasthttp.AcquireRequest() // the client's request dies with the handler: copy it
+	p.up.Prepare(ctx, out, true)
+	r := *req
+	go func() {
+		defer fasthttp.ReleaseRequest(out)
+		if _, err := p.fill(out, &r, rule, key, tags); err != nil {
+			p.log.Warn("background revalidation failed", "op", r.Op.String(), "err", err)
+		}
+	}()
+}
+
+// serveEntry answers from a cached entry.
+func (p *Proxy) serveEntry(ctx *fasthttp.RequestCtx, op classify.Op, e *cache.Entry, label string, now time.Time) {
+	p.m.request(op.String(), label)
+	p.m.served(e.Docs)
+	ctx.SetStatusCode(e.Status)
+	if e.ContentType != "" {
+		ctx.SetContentType(e.ContentType)
+	}
+	ctx.Response.SetBodyRaw(e.Body) // entries are immutable
+	h := &ctx.Response.Header
+	h.Set("X-Cache", label)
+	var age [20]byte
+	h.SetBytesV("Age", strconv.AppendInt(age[:0], e.Age(now), 10))
+}
+
+// cacheKey hashes what shapes the answer: method, decoded resource path, the
+// response-shaping query parameters, the canonical body, and the scope identity (for
+// scope user, the caller's whole Authorization header: never a claim inside it).
+// Every part is length-prefixed so no two requests can run together into one key.
+func cacheKey(ctx *fasthttp.RequestCtx, req *classify.Request, scope rules.Scope) cache.Key {
+	var stack [512]byte
+	buf := append(stack[:0], keyVersion)
+	buf = appendField(buf, ctx.Method())
+	buf = appendField(buf, []byte(req.ResourcePath))
+	buf = appendField(buf, req.KeyParams)
+	buf = appendField(buf, req.CacheBody)
+	if scope == rules.ScopeShared {
+		buf = append(buf, 's')
+	} else {
+		buf = append(buf, 'u')
+		buf = appendField(buf, ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
+	}
+	sum := sha256.Sum256(buf)
+	var k cache.Key
+	copy(k[:], sum[:])
+	return k
+}
+
+// keyVersion changes whenever the key's composition does, so old L2 entries are not
+// read under a new meaning.
+const keyVersion = 1
+
+func appendField(buf, field []byte) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(field)))
+	return append(buf, field...)
+}
+
+// flightKey is the singleflight key: the cache key and the generation stamp.
+func flightKey(key cache.Key, st cache.Stamp) string {
+	buf := make([]byte, 0, len(key)+8+8*len(st.Gens))
+	buf = append(buf, key[:]...)
+	buf = binary.BigEndian.AppendUint64(buf, st.Epoch)
+	for _, g := range st.Gens {
+		buf = binary.BigEndian.AppendUint64(buf, g)
+	}
+	return string(buf)
+}

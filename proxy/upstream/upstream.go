@@ -1,0 +1,207 @@
+// Package upstream is the proxy's client for the Firestore REST API (production or the
+// emulator): pooled keep-alive connections, TLS for https, timeouts, and the header
+// hygiene of a reverse proxy.
+//
+// Which headers it touches, and why (as net/http/httputil.ReverseProxy documents its own):
+//   - hop-by-hop headers (Connection and the headers it names, Keep-Alive,
+//     Proxy-Authenticate, Proxy-Authorization, Proxy-Connection, TE, Trailer,
+//     Transfer-Encoding, Upgrade) are dropped both ways: they describe one connection, not
+//     the message;
+//   - Host is set to the upstream's host: Google's front end routes on it;
+//   - X-Forwarded-For gets the client's address appended, so the upstream's logs and
+//     quotas see the real caller;
+//   - every other request header (Authorization, X-Goog-*, X-Firebase-*, Content-Type,
+//     ...) passes unchanged;
+//   - for cacheable reads only, Accept-Encoding is dropped so the cached bytes are
+//     identity-encoded and servable to any client (compression belongs to nginx).
+//
+// The request path is forwarded byte for byte as the client sent it (no re-encoding of
+// %28default%29 or %24alt): Firestore decodes it itself.
+//
+// A Client is safe for concurrent use.
+package upstream
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Config of the upstream client.
+type Config struct {
+	// URL is the REST base: https://firestore.googleapis.com or http://127.0.0.1:8081.
+	URL string
+	// Timeout bounds one buffered request (headers and body). Streams have no total bound.
+	Timeout time.Duration
+	// MaxConns bounds open connections to the upstream.
+	MaxConns int
+	// MaxResponseBytes bounds a buffered response body (a cacheable read's answer).
+	MaxResponseBytes int
+}
+
+// Client sends requests to the upstream.
+type Client struct {
+	host     string
+	timeout  time.Duration
+	buffered *fasthttp.HostClient
+	stream   *fasthttp.HostClient
+}
+
+// New returns a Client for cfg.URL.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream URL %q: %w", cfg.URL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("upstream URL %q: want http://host[:port] or https://host", cfg.URL)
+	}
+	if u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("upstream URL %q: must not have a path (the client's /v1/... path is forwarded as is)", cfg.URL)
+	}
+	tlsOn := u.Scheme == "https"
+	addr := u.Host
+	if u.Port() == "" {
+		if tlsOn {
+			addr += ":443"
+		} else {
+			addr += ":80"
+		}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 512
+	}
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = 64 << 20
+	}
+	base := func() *fasthttp.HostClient {
+		return &fasthttp.HostClient{
+			Addr:                          addr,
+			IsTLS:                         tlsOn,
+			TLSConfig:                     &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12},
+			MaxConns:                      cfg.MaxConns,
+			MaxIdleConnDuration:           90 * time.Second,
+			DisablePathNormalizing:        true,
+			DisableHeaderNamesNormalizing: false,
+			NoDefaultUserAgentHeader:      true,
+			MaxConnWaitTimeout:            cfg.Timeout,
+			Dial:                          (&fasthttp.TCPDialer{Concurrency: 0}).Dial,
+		}
+	}
+	buffered := base()
+	buffered.ReadTimeout = cfg.Timeout
+	buffered.WriteTimeout = cfg.Timeout
+	buffered.MaxResponseBodySize = cfg.MaxResponseBytes
+	stream := base()
+	stream.StreamResponseBody = true
+	return &Client{host: u.Host, timeout: cfg.Timeout, buffered: buffered, stream: stream}, nil
+}
+
+// Host is the upstream's host[:port] as configured.
+func (c *Client) Host() string { return c.host }
+
+// Prepare copies the client's request into out, ready for the upstream: same method,
+// raw request URI and body, headers cleaned as the package comment says. identity asks
+// for an uncompressed answer (cacheable reads).
+func (c *Client) Prepare(in *fasthttp.RequestCtx, out *fasthttp.Request, identity bool) {
+	in.Request.CopyTo(out)
+	out.SetRequestURIBytes(in.Request.RequestURI())
+	out.URI().DisablePathNormalizing = true
+	out.SetHost(c.host)
+	stripHopByHop(&out.Header)
+	if identity {
+		out.Header.Del("Accept-Encoding")
+	}
+	ip := in.RemoteIP().String()
+	if prior := out.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
+		out.Header.Set("X-Forwarded-For", string(prior)+", "+ip)
+	} else {
+		out.Header.Set("X-Forwarded-For", ip)
+	}
+}
+
+// Do sends a buffered request and reads the whole answer within the timeout.
+func (c *Client) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
+	return c.buffered.DoTimeout(req, resp, c.timeout)
+}
+
+// Stream forwards req and copies the answer to the client as it arrives, chunk by chunk,
+// flushing each: long-poll channels (Listen/Write) and any unknown method pass through
+// without being buffered whole. It returns the upstream's error when no answer came.
+func (c *Client) Stream(req *fasthttp.Request, ctx *fasthttp.RequestCtx) error {
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = true
+	if err := c.stream.Do(req, resp); err != nil {
+		fasthttp.ReleaseResponse(resp)
+		return err
+	}
+	ctx.SetStatusCode(resp.StatusCode())
+	for k, v := range resp.Header.All() {
+		if isHopByHop(k) || strings.EqualFold(string(k), "Content-Length") {
+			continue
+		}
+		ctx.Response.Header.AddBytesKV(k, v)
+	}
+	body := resp.BodyStream()
+	if body == nil { // the whole (small) body was read with the headers
+		ctx.SetBody(resp.Body())
+		fasthttp.ReleaseResponse(resp)
+		return nil
+	}
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer fasthttp.ReleaseResponse(resp)
+		defer resp.CloseBodyStream()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				if werr := w.Flush(); werr != nil {
+					return // the client went away; closing the stream frees the upstream
+				}
+			}
+			if err != nil { // io.EOF ends the stream; any other error ends it too
+				return
+			}
+		}
+	})
+	return nil
+}
+
+var hopByHop = []string{
+	"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func isHopByHop(k []byte) bool {
+	for _, h := range hopByHop {
+		if strings.EqualFold(string(k), h) {
+			return true
+		}
+	}
+	return false
+}
+
+func stripHopByHop(h *fasthttp.RequestHeader) {
+	// Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1).
+	if c := h.Peek("Connection"); len(c) > 0 {
+		for _, name := range strings.Split(string(c), ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
+}
