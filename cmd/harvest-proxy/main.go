@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -141,7 +140,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	log.Info("harvest-proxy starting", "version", buildinfo.Short(), "listen", opts.Listen,
 		"admin", opts.AdminListen, "upstream", opts.Upstream, "rules", store.Path(),
-		"redis", redact(opts.RedisURL), "amqp", redact(opts.AMQPURL), "outbox", opts.OutboxDir)
+		"redis", settings.RedactURL(opts.RedisURL), "amqp", settings.RedactURL(opts.AMQPURL), "outbox", opts.OutboxDir)
 	if err := p.Run(ctx); err != nil {
 		log.Error("harvest-proxy stopped", "err", err)
 		return 1
@@ -170,13 +169,4 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-// redact hides a password in a URL before it is logged.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
 }

@@ -106,11 +106,3 @@ func TestStartupErrorsAreClear(t *testing.T) {
 		t.Errorf("stray argument: exit %d, stderr %q", code, errs)
 	}
 }
-
-func TestRedactHidesPasswords(t *testing.T) {
-	got := redact("amqp://user:s3cret@127.0.0.1:5672/")
-	if strings.Contains(got, "s3cret") {
-		t.Errorf("redact left the password in %q", got)
-	}
-}
-

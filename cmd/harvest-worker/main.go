@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,14 +24,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/harvest-hub/edge/internal/buildinfo"
+	"github.com/harvest-hub/edge/internal/settings"
 	"github.com/harvest-hub/edge/proxy/cache"
 	"github.com/harvest-hub/edge/rules"
 	"github.com/harvest-hub/edge/worker"
 	"github.com/harvest-hub/edge/worker/handlers"
 )
-
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
 
 const usage = `harvest-worker: runs actions on the Firestore write events harvest-proxy publishes.
 
@@ -59,8 +57,8 @@ Flags (each also read from the environment variable shown; a flag wins over the
 variable, the variable over rules.yaml, rules.yaml over the default):
 `
 
-// settings are the resolved flags.
-type settings struct {
+// workerSettings are the resolved flags.
+type workerSettings struct {
 	configPath, amqpURL, redisURL, adminListen string
 }
 
@@ -94,22 +92,21 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "harvest-worker", version)
+		fmt.Fprintln(stdout, buildinfo.String("harvest-worker"))
 		return 0
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	s := settings{configPath: pick(set["config"], *configFlag, env, "HARVEST_CONFIG", "rules.yaml")}
+	pick := settings.New(fs, env)
+	s := workerSettings{configPath: pick.Pick("config", *configFlag, "HARVEST_CONFIG", "rules.yaml")}
 	cfg, err := loadConfig(s.configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "harvest-worker: cannot use config %s (set -config or HARVEST_CONFIG):\n%v\n", s.configPath, err)
 		return 2
 	}
-	s.amqpURL = pick(set["amqp"], *amqpFlag, env, "RABBITMQ_URL", cfg.Events.AMQPURL)
-	s.redisURL = pick(set["redis"], *redisFlag, env, "REDIS_URL", cfg.Cache.RedisURL)
-	s.adminListen = pick(set["admin-listen"], *adminFlag, env, "HARVEST_WORKER_ADMIN_LISTEN", "127.0.0.1:9091")
+	s.amqpURL = pick.Pick("amqp", *amqpFlag, "RABBITMQ_URL", cfg.Events.AMQPURL)
+	s.redisURL = pick.Pick("redis", *redisFlag, "REDIS_URL", cfg.Cache.RedisURL)
+	s.adminListen = pick.Pick("admin-listen", *adminFlag, "HARVEST_WORKER_ADMIN_LISTEN", "127.0.0.1:9091")
 
 	if err := serve(ctx, s, cfg, log); err != nil {
 		fmt.Fprintf(stderr, "harvest-worker: %v\n", err)
@@ -125,22 +122,11 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 // loadConfig is the one place the rules file is read.
 func loadConfig(path string) (*rules.Config, error) { return rules.Load(path) }
 
-// pick resolves one setting: an explicitly given flag, else the environment, else fallback.
-func pick(flagSet bool, flagVal string, env func(string) (string, bool), name, fallback string) string {
-	if flagSet {
-		return flagVal
-	}
-	if v, ok := env(name); ok && v != "" {
-		return v
-	}
-	return fallback
-}
-
 // configError is a problem the user must fix before the worker can start (exit 2).
 type configError struct{ error }
 
 // serve wires everything and runs until ctx is cancelled.
-func serve(ctx context.Context, s settings, cfg *rules.Config, log *slog.Logger) error {
+func serve(ctx context.Context, s workerSettings, cfg *rules.Config, log *slog.Logger) error {
 	if len(cfg.Worker.Handlers) == 0 {
 		return configError{fmt.Errorf("%s has no handlers under worker.handlers: nothing to do", s.configPath)}
 	}
@@ -154,14 +140,14 @@ func serve(ctx context.Context, s settings, cfg *rules.Config, log *slog.Logger)
 	if s.redisURL != "" {
 		opt, err := redis.ParseURL(s.redisURL)
 		if err != nil {
-			return configError{fmt.Errorf("redis url %q: %w", redactURL(s.redisURL), err)}
+			return configError{fmt.Errorf("redis url %q: %w", settings.RedactURL(s.redisURL), err)}
 		}
 		rdb = redis.NewClient(opt)
 		defer rdb.Close()
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		if err := rdb.Ping(pctx).Err(); err != nil {
 			// Not fatal: events wait on the retry path until Redis answers.
-			log.Warn("redis not reachable yet; events are delayed until it is", "redis", redactURL(s.redisURL), "err", err)
+			log.Warn("redis not reachable yet; events are delayed until it is", "redis", settings.RedactURL(s.redisURL), "err", err)
 		}
 		cancel()
 	} else {
@@ -208,7 +194,7 @@ func serve(ctx context.Context, s settings, cfg *rules.Config, log *slog.Logger)
 			log.Error("admin listener failed", "err", err)
 		}
 	}()
-	log.Info("harvest-worker starting", "version", version, "config", s.configPath, "amqp", redactURL(s.amqpURL),
+	log.Info("harvest-worker starting", "version", buildinfo.Short(), "config", s.configPath, "amqp", settings.RedactURL(s.amqpURL),
 		"exchange", opts.Exchange, "handlers", len(routes), "admin", ln.Addr().String())
 
 	err = consumer.Run(ctx) // returns after SIGTERM once in-flight events are finished
@@ -265,13 +251,4 @@ func adminMux(reg *prometheus.Registry, consumer *worker.Consumer, rdb *redis.Cl
 		})
 	}
 	return mux
-}
-
-// redactURL hides the password of a URL for logs.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable url)"
-	}
-	return u.Redacted()
 }

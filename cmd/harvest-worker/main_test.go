@@ -46,21 +46,6 @@ func TestHelpExplainsWhereHandlersAreConfigured(t *testing.T) {
 	}
 }
 
-func TestFlagBeatsEnvBeatsConfig(t *testing.T) {
-	env := func(name string) (string, bool) {
-		return map[string]string{"RABBITMQ_URL": "amqp://env"}[name], name == "RABBITMQ_URL"
-	}
-	if got := pick(true, "amqp://flag", env, "RABBITMQ_URL", "amqp://cfg"); got != "amqp://flag" {
-		t.Errorf("flag given: %s", got)
-	}
-	if got := pick(false, "", env, "RABBITMQ_URL", "amqp://cfg"); got != "amqp://env" {
-		t.Errorf("env given: %s", got)
-	}
-	if got := pick(false, "", noEnv, "RABBITMQ_URL", "amqp://cfg"); got != "amqp://cfg" {
-		t.Errorf("neither: %s", got)
-	}
-}
-
 // The worker starts while the broker is unreachable (healthz 503, no crash), connects
 // once it is back (healthz 200), counts an event into /stats, serves /metrics, and
 // exits 0 on cancellation.

@@ -5,6 +5,7 @@ package settings
 
 import (
 	"flag"
+	"net/url"
 	"os"
 )
 
@@ -48,4 +49,13 @@ func (r *Resolver) Pick(name, flagValue, env string, fallbacks ...string) string
 func (r *Resolver) Env(name string) string {
 	v, _ := r.lookup(name)
 	return v
+}
+
+// RedactURL hides a password in a URL before it is logged.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
 }

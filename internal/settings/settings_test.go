@@ -30,3 +30,13 @@ func TestPickOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactURLHidesPasswords(t *testing.T) {
+	got := RedactURL("amqp://user:s3cret@127.0.0.1:5672/")
+	if got != "amqp://user:xxxxx@127.0.0.1:5672/" {
+		t.Errorf("RedactURL = %q", got)
+	}
+	if got := RedactURL(""); got != "" {
+		t.Errorf("RedactURL(\"\") = %q", got)
+	}
+}
