@@ -11,18 +11,16 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"cloud.google.com/go/firestore"
 
+	"github.com/harvest-hub/edge/internal/buildinfo"
 	"github.com/harvest-hub/edge/internal/seed"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = ""
 
 const defaultProject = "harvest-hub-dev"
 
@@ -57,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "harvest-seed", buildVersion())
+		fmt.Fprintln(stdout, buildinfo.String("harvest-seed"))
 		return 0
 	}
 
@@ -145,23 +143,6 @@ func checkEmulator(ctx context.Context, addr string) error {
 	}
 	resp.Body.Close()
 	return nil
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				return "dev-" + s.Value[:min(12, len(s.Value))]
-			}
-		}
-		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			return bi.Main.Version
-		}
-	}
-	return "dev"
 }
 
 func usage(fs *flag.FlagSet) {
