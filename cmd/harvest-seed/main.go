@@ -21,7 +21,6 @@ import (
 	"github.com/harvest-hub/edge/internal/seed"
 )
 
-
 const defaultProject = "harvest-hub-dev"
 
 // loadTimeout bounds the whole run: the sample is about 1,000 documents, seconds of work.
