@@ -6,7 +6,8 @@
 #
 # Needs: Redis on 127.0.0.1:6379, RabbitMQ on 127.0.0.1:5672, the nginx binary (tests
 # run their own nginx instances on free loopback ports), Java 17 and Google's Cloud
-# Firestore emulator (the Google Cloud CLI component), wrk for `make bench`.
+# Firestore emulator (the Google Cloud CLI component), Node.js and npm for the Firebase
+# JS SDK tests, wrk for `make bench`.
 set -euo pipefail
 
 say() { printf 'dev-services: %s\n' "$*"; }
@@ -75,6 +76,13 @@ say "RabbitMQ answers on 127.0.0.1:5672"
 # --- nginx --------------------------------------------------------------------
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || die "nginx binary not found after install"
 say "nginx $(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///') present (tests start their own instances)"
+
+# --- Node.js, for the Firebase JS SDK conformance suite ------------------------
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	apt_install nodejs npm
+fi
+command -v node >/dev/null && command -v npm >/dev/null || die "node and npm not found after installing nodejs npm"
+say "Node.js $(node --version) and npm $(npm --version) present"
 
 # --- Java and the Firestore emulator ------------------------------------------
 command -v java >/dev/null || die "java not found after installing openjdk-17-jre-headless"
