@@ -82,6 +82,7 @@ func New(o Options) (*Proxy, error) {
 	p.server = &fasthttp.Server{
 		Handler:                       p.Handle,
 		ErrorHandler:                  p.serverError,
+		Logger:                        fasthttpLogger{o.Log},
 		Name:                          "harvest-proxy",
 		MaxRequestBodySize:            cfg.Server.MaxBodyBytes,
 		ReadTimeout:                   cfg.Server.ReadTimeout,
@@ -161,6 +162,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 			apierror.Write(ctx, ce.HTTPStatus, ce.Status, ce.Message)
 			return
 		}
+		p.m.request(req.Op.String(), "ERROR")
 		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, err.Error())
 		return
 	}
@@ -187,15 +189,16 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 
 // bypass forwards a request untouched and streams the answer back.
 func (p *Proxy) bypass(ctx *fasthttp.RequestCtx, req *classify.Request) {
-	p.m.request(req.Op.String(), "BYPASS")
 	out := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(out)
 	p.up.Prepare(ctx, out, false)
 	start := time.Now()
-	if err := p.up.Stream(out, ctx); err != nil {
+	if err := p.up.Stream(out, ctx, p.rules.Current().Server.WriteTimeout); err != nil {
+		p.m.request(req.Op.String(), "ERROR")
 		p.upstreamFailed(ctx, req.Op, err)
 		return
 	}
+	p.m.request(req.Op.String(), "BYPASS")
 	p.m.upstream.WithLabelValues(req.Op.String()).Observe(time.Since(start).Seconds())
 	ctx.Response.Header.Set("X-Cache", "BYPASS")
 }
@@ -210,4 +213,13 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, op classify.Op, err err
 	p.m.upstreamErrors.WithLabelValues(op.String(), reason).Inc()
 	p.log.Warn("upstream failed", "op", op.String(), "path", string(ctx.URI().PathOriginal()), "err", err)
 	apierror.Write(ctx, code, status, "the Firestore upstream did not answer ("+reason+")")
+}
+
+// fasthttpLogger sends fasthttp's own messages (connections it could not serve, such
+// as an oversized body already answered with 413) to the proxy's log instead of the
+// standard logger.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
 }

@@ -136,7 +136,11 @@ func (c *Client) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 // Stream forwards req and copies the answer to the client as it arrives, chunk by chunk,
 // flushing each: long-poll channels (Listen/Write) and any unknown method pass through
 // without being buffered whole. It returns the upstream's error when no answer came.
-func (c *Client) Stream(req *fasthttp.Request, ctx *fasthttp.RequestCtx) error {
+//
+// writeIdle > 0 replaces the server's write timeout, which bounds a whole response and
+// would cut every long poll, by a bound on each chunk: a stream lives as long as it
+// moves, and a client that stops reading is still let go after writeIdle.
+func (c *Client) Stream(req *fasthttp.Request, ctx *fasthttp.RequestCtx, writeIdle time.Duration) error {
 	resp := fasthttp.AcquireResponse()
 	resp.StreamBody = true
 	if err := c.stream.Do(req, resp); err != nil {
@@ -156,6 +160,7 @@ func (c *Client) Stream(req *fasthttp.Request, ctx *fasthttp.RequestCtx) error {
 		fasthttp.ReleaseResponse(resp)
 		return nil
 	}
+	conn := ctx.Conn() // the writer outlives the handler, not the connection
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer fasthttp.ReleaseResponse(resp)
 		defer resp.CloseBodyStream()
@@ -163,6 +168,9 @@ func (c *Client) Stream(req *fasthttp.Request, ctx *fasthttp.RequestCtx) error {
 		for {
 			n, err := body.Read(buf)
 			if n > 0 {
+				if writeIdle > 0 {
+					conn.SetWriteDeadline(time.Now().Add(writeIdle))
+				}
 				if _, werr := w.Write(buf[:n]); werr != nil {
 					return
 				}
