@@ -180,7 +180,7 @@ func (p *Proxy) serveEntry(ctx *fasthttp.RequestCtx, op classify.Op, e *cache.En
 
 // cacheKey hashes what shapes the answer: method, decoded resource path, the
 // response-shaping query parameters, the canonical body, and the scope identity (for
-// scope user, the caller's whole Authorization header: never a claim inside it).
+// scope user, identityHash of the caller's whole Authorization header).
 // Every part is length-prefixed so no two requests can run together into one key.
 func cacheKey(ctx *fasthttp.RequestCtx, req *classify.Request, scope rules.Scope) cache.Key {
 	var stack [512]byte
@@ -193,7 +193,7 @@ func cacheKey(ctx *fasthttp.RequestCtx, req *classify.Request, scope rules.Scope
 		buf = append(buf, 's')
 	} else {
 		buf = append(buf, 'u')
-		buf = appendField(buf, ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
+		buf = appendField(buf, []byte(identityHash(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))))
 	}
 	sum := sha256.Sum256(buf)
 	var k cache.Key
@@ -203,7 +203,7 @@ func cacheKey(ctx *fasthttp.RequestCtx, req *classify.Request, scope rules.Scope
 
 // keyVersion changes whenever the key's composition does, so old L2 entries are not
 // read under a new meaning.
-const keyVersion = 1
+const keyVersion = 2
 
 func appendField(buf, field []byte) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(field)))
