@@ -152,3 +152,44 @@ func (c *Config) ForCollectionGroupUnder(parent, collectionID string) *Rule {
 	}
 	return nil
 }
+
+// CollectionGroupRules returns every rule that names collectionID as the collection it
+// enumerates (a literal segment, not a wildcard) and could match documents of such a
+// collection under parent ("" for the root), in file order. A collection-group query
+// returns documents that different rules govern (public comments and a user's private
+// comments share the id "comments"), so the proxy treats such a query as strictly as
+// the strictest of these rules; when none names the id, ForCollectionGroupUnder (a
+// wildcard rule such as /{document=**}) decides.
+func (c *Config) CollectionGroupRules(parent, collectionID string) []*Rule {
+	parent = trimSlash(parent)
+	var out []*Rule
+	for i := range c.Rules {
+		p := trimSlash(c.Rules[i].Match)
+		if enumerated, ok := enumeratedCollection(p); !ok || enumerated != collectionID {
+			continue
+		}
+		if matchGroup(p, parent, collectionID) {
+			out = append(out, &c.Rules[i])
+		}
+	}
+	return out
+}
+
+// enumeratedCollection is the literal collection segment a document pattern's last
+// segment enumerates ("products" for /farmers/{f}/products/{p}); ok is false when that
+// segment is a wildcard or the pattern ends in {x=**}.
+func enumeratedCollection(pattern string) (string, bool) {
+	i := strings.LastIndexByte(pattern, '/')
+	if i < 0 {
+		return "", false
+	}
+	last, rest := pattern[i+1:], pattern[:i]
+	if isMultiWildcard(last) || !isWildcard(last) {
+		return "", false
+	}
+	coll := rest[strings.LastIndexByte(rest, '/')+1:]
+	if coll == "" || isWildcard(coll) {
+		return "", false
+	}
+	return coll, true
+}
