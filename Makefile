@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 # do not crowd a two-core machine.
 TEST_FLAGS ?= -race -count=1 -timeout 20m -p 2
 
-.PHONY: help build run test dev-services vet staticcheck gotest bench fmt clean
+.PHONY: help build run test dev-services vet staticcheck gotest bench fmt certs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ gotest:
 
 bench: build dev-services ## benchmarks, printed side by side with their baselines
 	@bash deploy/bench.sh
+
+certs: ## a self-signed TLS pair for nginx in development (deploy/certs/)
+	@bash deploy/make-certs.sh
 
 fmt: ## gofmt and go mod tidy
 	gofmt -w $$(git ls-files '*.go')

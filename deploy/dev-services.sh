@@ -46,7 +46,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 # --- packages ---------------------------------------------------------------
-apt_install redis-server redis-tools rabbitmq-server nginx wrk openjdk-17-jre-headless curl ca-certificates
+apt_install redis-server redis-tools rabbitmq-server nginx wrk openjdk-17-jre-headless curl ca-certificates gettext-base openssl
 
 # --- Redis --------------------------------------------------------------------
 redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
