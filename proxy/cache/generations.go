@@ -116,6 +116,7 @@ type Generations struct {
 	seq   atomic.Uint64 // bump message ids
 
 	bump *redis.Script
+	snap *redis.Script // snapshotScript
 
 	mu      sync.Mutex
 	waiters map[uint64]*ackWait
@@ -162,6 +163,29 @@ out[1] = redis.call('PUBLISH', ARGV[2], ARGV[3] .. table.concat(gens, ','))
 return out
 `
 
+// snapshotScript reads generations, first setting any that do not exist to the server
+// time in µs (with the generation TTL). A read is therefore never stamped with 0, the
+// value of a missing key: if Redis later evicts or loses the key, it reads 0 again,
+// which matches no entry, instead of validating an entry stamped before writes that
+// the lost key had counted.
+const snapshotScript = `
+local out = {}
+local now
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if not v then
+    if not now then
+      local t = redis.call('TIME')
+      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    v = now
+    redis.call('SET', k, v, 'PX', ARGV[1])
+  end
+  out[i] = v
+end
+return out
+`
+
 // NewGenerations starts tracking generations. With Redis it subscribes in the
 // background and is untrusted until subscribed (WaitTrusted).
 func NewGenerations(opt GenerationsOptions) (*Generations, error) {
@@ -181,6 +205,7 @@ func NewGenerations(opt GenerationsOptions) (*Generations, error) {
 		failed:  map[string]struct{}{},
 		stateCh: make(chan struct{}),
 		bump:    redis.NewScript(bumpScript),
+		snap:    redis.NewScript(snapshotScript),
 	}
 	g.invalCh = opt.Prefix + "invalidate"
 	g.ackCh = opt.Prefix + "ack:" + g.id
@@ -282,8 +307,9 @@ func (g *Generations) matches(e *Entry) bool {
 }
 
 // Snapshot returns the current generations of tags, to stamp a read that is about
-// to begin. With Redis it is one MGET (missing keys read 0), and the local table
-// learns the answer; with no Redis the local table answers.
+// to begin. With Redis it is one script call (snapshotScript: missing keys are
+// created, never read as 0), and the local table learns the answer; with no Redis the
+// local table answers.
 func (g *Generations) Snapshot(ctx context.Context, tags []string) (Stamp, error) {
 	st := g.state.Load()
 	epoch := st >> 1
@@ -300,7 +326,7 @@ func (g *Generations) Snapshot(ctx context.Context, tags []string) (Stamp, error
 	drops := g.table.drops.Load()
 	ctx, cancel := context.WithTimeout(ctx, g.opt.Timeout)
 	defer cancel()
-	vals, err := g.rdb.MGet(ctx, g.genKeys(tags)...).Result()
+	vals, err := g.snap.Run(ctx, g.rdb, g.genKeys(tags), g.opt.GenTTL.Milliseconds()).Slice()
 	if err == nil {
 		err = parseGens(vals, gens)
 	}

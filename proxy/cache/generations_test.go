@@ -86,8 +86,15 @@ func TestGenerationsRedisBasics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Gens[0] != 0 || st.Gens[1] != 0 {
-		t.Fatalf("fresh tags read %v, want zeros", st.Gens)
+	if st.Gens[0] == 0 || st.Gens[1] == 0 {
+		t.Fatalf("fresh tags read %v: a stamp must never be 0, the value of a missing key", st.Gens)
+	}
+	again, err := g.Snapshot(ctx, tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Gens[0] != st.Gens[0] || again.Gens[1] != st.Gens[1] {
+		t.Fatalf("generations moved without a bump: %v then %v", st.Gens, again.Gens)
 	}
 	e := stamped(tags, st, "v1")
 	if !g.Valid(e) {
