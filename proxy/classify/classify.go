@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -457,6 +458,9 @@ func (c *classifier) addWrites(writes []*firestorepb.Write) error {
 		case *firestorepb.Write_Transform:
 			name = o.Transform.GetDocument()
 		default:
+			if c.isVerify(i) {
+				continue // a transaction's read check: it writes nothing, so nothing to invalidate
+			}
 			return invalidArgument("writes[%d] has no operation", i)
 		}
 		d, err := firestorepath.ParseName(name)
@@ -469,6 +473,21 @@ func (c *classifier) addWrites(writes []*firestorepb.Write) error {
 		c.addWrite(d, i, w)
 	}
 	return nil
+}
+
+// isVerify reports whether writes[i] of the body is a "verify" write: the Firebase
+// JS SDK adds one for each document a transaction read but did not write, to fail the
+// commit if it changed. The published v1 firestorepb.Write has no such field, so the
+// lenient parse drops it and the write looks empty; the raw JSON tells.
+func (c *classifier) isVerify(i int) bool {
+	var raw struct {
+		Writes []map[string]json.RawMessage `json:"writes"`
+	}
+	if json.Unmarshal(c.body, &raw) != nil || i >= len(raw.Writes) {
+		return false
+	}
+	v, ok := raw.Writes[i]["verify"]
+	return ok && len(raw.Writes[i]) <= 2 && string(v) != "null" // verify and, at most, currentDocument
 }
 
 // validID reports whether id can be one segment of a document path.

@@ -1,0 +1,20 @@
+// Package conformance proves that harvest-proxy is transparent to the official
+// Firestore clients: whatever a client does directly against the Firestore emulator,
+// it does identically through the proxy.
+//
+// The package has no code of its own, only tests. Each suite runs one list of
+// scenarios twice, once against the emulator and once through an in-process proxy
+// (the sample rules.yaml, the real Redis under a random key prefix, L1 on, an upstream
+// meter between proxy and emulator), each run in its own emulator project seeded with
+// the Harvest Hub sample, and compares the two results scenario by scenario: documents,
+// field values and their types, error codes. Only what must differ between two runs
+// (server timestamps, generated document ids) is normalised away.
+//
+//   - goclient_test.go: cloud.google.com/go/firestore in REST mode.
+//   - node_test.go and js/scenarios.mjs: the Firebase JS SDK (@firebase/firestore/lite)
+//     under Node, installed from js/package-lock.json with `npm ci` (only when
+//     js/node_modules does not match the lock).
+//   - verify_test.go: the JS SDK's transaction commit with a "verify" write, as raw HTTP.
+//
+// Any difference between the direct and the proxied run is a proxy bug.
+package conformance

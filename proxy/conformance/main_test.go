@@ -1,0 +1,226 @@
+package conformance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/harvest-hub/edge/internal/testbed"
+	"github.com/harvest-hub/edge/proxy"
+	"github.com/harvest-hub/edge/rules"
+)
+
+func TestMain(m *testing.M) {
+	// The Go client refuses NewRESTClient when FIRESTORE_EMULATOR_HOST is set, and the
+	// proxy would take its upstream from it: the tests name every address themselves.
+	os.Unsetenv("FIRESTORE_EMULATOR_HOST")
+	os.Exit(testbed.Main(m))
+}
+
+// redisAddr is the shared test Redis; the proxy gets a random key prefix, and the
+// test deletes that prefix's keys (never FLUSH).
+const redisAddr = "127.0.0.1:6379"
+
+// sampleRules is the sample rules.yaml of the repository: the proxy under test runs
+// with exactly the rules users start from.
+const sampleRules = "../../rules.yaml"
+
+// stack is one proxy in front of an upstream meter in front of the shared emulator.
+type stack struct {
+	emu   *testbed.Emu
+	meter *testbed.Meter
+	proxy *proxy.Proxy
+	// addr is the proxy's "127.0.0.1:port".
+	addr string
+}
+
+// newStack starts a proxy with the sample rules.yaml, Redis at redisAddr under a
+// random key prefix, and L1 on (the sample's 64 MiB), whose upstream is a meter in
+// front of the emulator. Everything stops when the test ends.
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	emu := testbed.Emulator(t)
+	meter := testbed.NewMeter(t, emu.URL)
+	prefix := "conformance:" + randomHex(6) + ":"
+
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	pctx, pcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	err := rdb.Ping(pctx).Err()
+	pcancel()
+	if err != nil {
+		rdb.Close()
+		t.Fatalf("Redis at %s does not answer (start it: deploy/dev-services.sh, or `apt-get install redis-server`): %v", redisAddr, err)
+	}
+	t.Cleanup(func() { deleteKeys(t, rdb, prefix) }) // registered first: runs after the proxy stopped
+
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte(rulesFor(t, prefix, t.TempDir())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := rules.NewStore(path, nil)
+	if err != nil {
+		t.Fatalf("rules: %v", err)
+	}
+	if l1 := store.Current().Cache.L1MaxBytes; l1 <= 0 {
+		t.Fatalf("the sample rules.yaml turns L1 off (l1_max_bytes %d); this suite wants L1 on", l1)
+	}
+	p, err := proxy.New(proxy.Options{
+		Listen:    "127.0.0.1:0",
+		Upstream:  meter.URL(),
+		RedisURL:  "redis://" + redisAddr,
+		OutboxDir: filepath.Join(t.TempDir(), "outbox"),
+		Rules:     store,
+		Registry:  prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatalf("proxy.New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("proxy Serve: %v", err)
+		}
+	})
+	// Until it is subscribed to invalidations the proxy does not trust its L1: wait,
+	// so the cache under test is the one users get in steady state.
+	deadline := time.Now().Add(15 * time.Second)
+	for !p.Stats().Subscribed {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy never subscribed to invalidations on Redis %s", redisAddr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return &stack{emu: emu, meter: meter, proxy: p, addr: ln.Addr().String()}
+}
+
+// rulesFor is the sample rules.yaml with this test's Redis key prefix and outbox
+// directory, and a Redis timeout that two shared cores under -race keep (the sample's
+// 25 ms would make a busy test machine look like "Redis is down", which is a different
+// test). Nothing else changes: the rules are the sample's.
+func rulesFor(t *testing.T, prefix, outbox string) string {
+	t.Helper()
+	data, err := os.ReadFile(sampleRules)
+	if err != nil {
+		t.Fatalf("reading the sample rules: %v", err)
+	}
+	y := string(data)
+	for _, r := range [][2]string{
+		{`key_prefix: "harvest:"`, fmt.Sprintf("key_prefix: %q", prefix)},
+		{`redis_timeout: 25ms`, `redis_timeout: 500ms`},
+		{`outbox_dir: ${HARVEST_OUTBOX_DIR:-./data/outbox}`, "outbox_dir: " + outbox},
+	} {
+		if !strings.Contains(y, r[0]) {
+			t.Fatalf("%s no longer contains %q: update rulesFor", sampleRules, r[0])
+		}
+		y = strings.Replace(y, r[0], r[1], 1)
+	}
+	return y
+}
+
+func deleteKeys(t *testing.T, rdb *redis.Client, prefix string) {
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var keys []string
+	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Errorf("scanning Redis keys %s*: %v", prefix, err)
+		return
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), 500)
+		if err := rdb.Del(ctx, keys[:n]...).Err(); err != nil {
+			t.Errorf("deleting Redis keys %s*: %v", prefix, err)
+			return
+		}
+		keys = keys[n:]
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// observer is a reverse proxy on loopback between a client and the address under test
+// (emulator or proxy): it records the X-Cache header of every answer, so a test sees
+// what the proxy did for each request of a client whose HTTP client it cannot replace
+// (the Go client refuses option.WithHTTPClient), and can add an Authorization header
+// (the emulator's "Bearer owner" for the admin-only list methods). It changes nothing
+// else, and runs in front of both runs alike.
+type observer struct {
+	addr string
+	seen chan string
+}
+
+func newObserver(t *testing.T, target, auth string) *observer {
+	t.Helper()
+	u, err := url.Parse("http://" + target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &observer{seen: make(chan string, 1<<16)}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = pr.In.Host
+			if auth != "" {
+				pr.Out.Header.Set("Authorization", auth)
+			}
+		},
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			select {
+			case o.seen <- resp.Header.Get("X-Cache"):
+			default:
+			}
+			return nil
+		},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	o.addr = ln.Addr().String()
+	return o
+}
+
+// drain returns the X-Cache values recorded since the last drain, in order.
+func (o *observer) drain() []string {
+	var out []string
+	for {
+		select {
+		case v := <-o.seen:
+			out = append(out, v)
+		default:
+			return out
+		}
+	}
+}
