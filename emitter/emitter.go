@@ -125,8 +125,10 @@ func New(cfg rules.Events, log *slog.Logger, reg prometheus.Registerer) (*Emitte
 
 // Admit reports whether a write's events could be kept: ErrOutboxFull when the outbox
 // is at its cap (the broker may be fine, but nothing may overtake what is queued).
+// Each refusal is counted in harvest_events_refused_writes_total.
 func (e *Emitter) Admit() error {
 	if e.box.Full() {
+		e.metrics.refused.Inc()
 		return ErrOutboxFull
 	}
 	return nil
@@ -135,16 +137,41 @@ func (e *Emitter) Admit() error {
 // Connected reports whether the broker connection is up (false without a URL).
 func (e *Emitter) Connected() bool { return e.pub != nil && e.pub.Connected() }
 
+// WaitConnected returns once the broker connection is up, or with ctx's error
+// (publisher.ErrClosed once closed). Without an AMQP URL it never connects: it waits for ctx.
+func (e *Emitter) WaitConnected(ctx context.Context) error {
+	if e.pub == nil {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return e.pub.WaitConnected(ctx)
+}
+
+// Lost counts n events of a successful write that could not even be built (the
+// caller could not make sense of the upstream's answer) in
+// harvest_events_lost_total, beside the events Emit itself failed to keep. The
+// caller logs the reason at error level.
+func (e *Emitter) Lost(n int) { e.metrics.lost.Add(float64(n)) }
+
 // Pending is the number of events in the outbox not yet confirmed.
 func (e *Emitter) Pending() uint64 { return e.box.Pending() }
 
 // Emit delivers evs: confirmed by the broker or fsynced in the outbox before it
-// returns nil. A non-nil error means some events may be lost (the disk failed) and
-// should be logged loudly; the write itself has already happened.
+// returns nil. A non-nil error means some events may be lost (the disk failed, or
+// the Emitter was closed); they are counted in harvest_events_lost_total and the
+// caller should log loudly: the write itself has already happened.
 func (e *Emitter) Emit(ctx context.Context, evs []event.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
+	err := e.emit(ctx, evs)
+	if err != nil {
+		e.metrics.lost.Add(float64(len(evs)))
+	}
+	return err
+}
+
+func (e *Emitter) emit(ctx context.Context, evs []event.Event) error {
 	e.closeMu.RLock()
 	defer e.closeMu.RUnlock()
 	if e.closed {

@@ -4,6 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	published, confirmed, nacked, outboxed, drained prometheus.Counter
+	lost, refused                                   prometheus.Counter
 	latency                                         prometheus.Histogram
 	all                                             []prometheus.Collector
 }
@@ -18,13 +19,16 @@ func newMetrics(e *Emitter) *metrics {
 		nacked:    counter("nacked_total", "Publishes the broker refused with basic.nack."),
 		outboxed:  counter("outboxed_total", "Events written to the disk outbox."),
 		drained:   counter("drained_total", "Outbox events confirmed by the broker and released."),
+		lost: counter("lost_total", "Events of successful writes neither confirmed nor kept in the outbox "+
+			"(disk failure, emitter closed, unparseable upstream answer); each is logged at error level."),
+		refused: counter("refused_writes_total", "Writes refused (503) before forwarding because the outbox was full."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "harvest", Subsystem: "events", Name: "publish_seconds",
 			Help:    "Time from publishing a batch of events to all of its confirms.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
-	m.all = []prometheus.Collector{m.published, m.confirmed, m.nacked, m.outboxed, m.drained, m.latency,
+	m.all = []prometheus.Collector{m.published, m.confirmed, m.nacked, m.outboxed, m.drained, m.lost, m.refused, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_depth_events",
 			Help: "Events in the outbox not yet confirmed."}, func() float64 { return float64(e.box.Pending()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_bytes",

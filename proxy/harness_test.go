@@ -14,17 +14,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/harvest-hub/edge/emitter"
 	"github.com/harvest-hub/edge/internal/testbed"
 	"github.com/harvest-hub/edge/rules"
 )
@@ -54,6 +57,15 @@ type setup struct {
 	// upstream, when set, gives replica i's upstream URL instead of the meter's (a
 	// test-owned gate in front of the meter, or an httptest server).
 	upstream func(i int, meterURL string) string
+
+	// emitter gives each replica an event emitter (Options.Emitter), publishing to
+	// amqp ("" keeps events in the outbox) with the events: settings of rules.yaml plus
+	// the extra YAML lines in events. Each replica's outbox is its own temporary
+	// directory, or outboxDir when set (one replica at a time: a restart test).
+	emitter   bool
+	amqp      string
+	events    []string
+	outboxDir string
 }
 
 type harness struct {
@@ -65,12 +77,20 @@ type harness struct {
 	replicas []*replica
 	http     *http.Client
 	rdb      *redis.Client // nil without Redis
+
+	setup     setup  // what newHarness was given, defaults applied
+	rulesPath string // the replicas' rules.yaml
 }
 
 type replica struct {
 	*Proxy
 	url string // http://127.0.0.1:port
 	reg *prometheus.Registry
+	em  *emitter.Emitter // nil unless setup.emitter
+	// stop ends Serve, then closes the emitter without draining it (as a killed
+	// process would leave it: what the broker has not confirmed stays in the outbox).
+	// It is idempotent and also runs when the test ends.
+	stop func()
 }
 
 // sharedRules caches everything under farmers/ and products/ for every caller.
@@ -122,14 +142,24 @@ func newHarness(t *testing.T, s setup) *harness {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for i := range s.replicas {
-		up := h.meter.URL()
-		if s.upstream != nil {
-			up = s.upstream(i, up)
-		}
-		h.replicas = append(h.replicas, h.startReplica(path, s, up))
+	h.setup, h.rulesPath = s, path
+	for range s.replicas {
+		h.addReplica()
 	}
 	return h
+}
+
+// addReplica starts one more replica with the harness's setup (a restart, after an
+// earlier replica's stop) and returns it.
+func (h *harness) addReplica() *replica {
+	h.t.Helper()
+	up := h.meter.URL()
+	if h.setup.upstream != nil {
+		up = h.setup.upstream(len(h.replicas), up)
+	}
+	r := h.startReplica(h.rulesPath, h.setup, up)
+	h.replicas = append(h.replicas, r)
+	return r
 }
 
 func (h *harness) rulesYAML(s setup) string {
@@ -144,6 +174,12 @@ func (h *harness) rulesYAML(s setup) string {
 	fmt.Fprintf(&b, "cache:\n  key_prefix: %q\n  redis_timeout: 500ms\n", h.prefix)
 	for _, l := range s.cache {
 		b.WriteString("  " + l + "\n")
+	}
+	if len(s.events) > 0 {
+		b.WriteString("events:\n")
+		for _, l := range s.events {
+			b.WriteString("  " + l + "\n")
+		}
 	}
 	b.WriteString("rules:\n" + s.rules)
 	return b.String()
@@ -167,8 +203,27 @@ func (h *harness) startReplica(rulesPath string, s setup, upstream string) *repl
 	if s.redis != "" {
 		o.RedisURL = "redis://" + s.redis
 	}
+	if s.emitter {
+		ev := store.Current().Events
+		ev.AMQPURL, ev.OutboxDir = s.amqp, s.outboxDir
+		if ev.OutboxDir == "" {
+			ev.OutboxDir = t.TempDir()
+		}
+		log := slog.New(slog.DiscardHandler)
+		if testing.Verbose() {
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		}
+		em, err := emitter.New(ev, log, reg)
+		if err != nil {
+			t.Fatalf("harness: emitter.New: %v", err)
+		}
+		o.Emitter, o.AMQPURL, o.OutboxDir = em, ev.AMQPURL, ev.OutboxDir
+	}
 	p, err := New(o)
 	if err != nil {
+		if o.Emitter != nil {
+			o.Emitter.Close()
+		}
 		t.Fatalf("harness: proxy.New: %v", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -178,12 +233,21 @@ func (h *harness) startReplica(rulesPath string, s setup, upstream string) *repl
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("harness: Serve: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("harness: Serve: %v", err)
+			}
+			if o.Emitter != nil {
+				if err := o.Emitter.Close(); err != nil {
+					t.Errorf("harness: closing the emitter: %v", err)
+				}
+			}
+		})
+	}
+	t.Cleanup(stop)
 	if s.redis != "" {
 		// A replica is only ready once subscribed: before that its L1 is untrusted.
 		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -192,7 +256,7 @@ func (h *harness) startReplica(rulesPath string, s setup, upstream string) *repl
 			t.Fatalf("harness: replica never subscribed to invalidations: %v", err)
 		}
 	}
-	return &replica{Proxy: p, url: "http://" + ln.Addr().String(), reg: reg}
+	return &replica{Proxy: p, url: "http://" + ln.Addr().String(), reg: reg, em: o.Emitter, stop: stop}
 }
 
 // deleteRedisKeys removes every key of this test's prefix (never FLUSH: others share

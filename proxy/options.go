@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/harvest-hub/edge/emitter"
 	"github.com/harvest-hub/edge/rules"
 )
 
@@ -19,10 +20,15 @@ type Options struct {
 	Upstream string
 	// RedisURL of the shared tier and invalidation bus; "" runs L1 only (one replica).
 	RedisURL string
-	// AMQPURL of RabbitMQ for events; "" keeps events in the outbox.
+	// AMQPURL of RabbitMQ for events; "" keeps events in the outbox. Informational
+	// here: the caller builds Emitter from it.
 	AMQPURL string
-	// OutboxDir holds events the broker has not confirmed.
+	// OutboxDir holds events the broker has not confirmed (informational, as AMQPURL).
 	OutboxDir string
+	// Emitter turns successful writes to paths whose rule has events into CloudEvents
+	// (see proxy/events.go). nil: no events. The caller owns it: it builds it before
+	// New and closes it after Run returns, so no write is answered after it closed.
+	Emitter *emitter.Emitter
 	// AdminToken guards admin writes (purge); "" refuses them.
 	AdminToken string
 	// Rules is the live rules.yaml.

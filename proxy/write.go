@@ -15,8 +15,18 @@ import (
 // upstream answered, waiting until every replica applied it, before the client hears
 // of the success. A write whose outcome is unknown (no answer, or a 5xx) is invalidated
 // as if it had landed: a needless miss is cheap, a stale read is not.
+//
+// Events (events.go): before anything is forwarded, a write whose documents' rules
+// emit events is refused with 503 when the outbox is full (the upstream sees nothing),
+// and with events.old_value the current documents are read. After a 2xx answer the
+// order is: invalidate (AfterWrite), then emit the events (confirmed or fsynced), then
+// answer the client.
 func (p *Proxy) write(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	op := req.Op.String()
+	plan, ok := p.planEvents(ctx, req)
+	if !ok {
+		return // refused, already answered
+	}
 	bg := context.Background()
 	if err := p.tiers.BeforeWrite(bg, req.Tags); err != nil {
 		p.log.Warn("invalidation before write incomplete", "op", op, "err", err)
@@ -36,6 +46,9 @@ func (p *Proxy) write(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	switch {
 	case status < 300:
 		p.afterWrite(req)
+		if plan != nil {
+			p.emitEvents(ctx, req, plan, resp.Body())
+		}
 		p.m.writes.WithLabelValues(op, "ok").Inc()
 	case status >= 500:
 		p.afterWrite(req)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/harvest-hub/edge/emitter"
 	"github.com/harvest-hub/edge/internal/buildinfo"
 	"github.com/harvest-hub/edge/internal/settings"
 	"github.com/harvest-hub/edge/proxy"
@@ -119,6 +120,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Log:         log,
 		Registry:    reg,
 	}
+	em, err := newEmitter(cfg.Events, opts.AMQPURL, opts.OutboxDir, log, reg)
+	if err != nil {
+		fmt.Fprintf(stderr, "harvest-proxy: refusing to start: %v\n", err)
+		return 1
+	}
+	// Closed after Run returned: every write answered has had its Emit return, and
+	// whatever the broker has not confirmed stays in the outbox for the next start.
+	defer func() {
+		if err := em.Close(); err != nil {
+			log.Error("closing the event emitter", "err", err)
+		}
+	}()
+	opts.Emitter = em
 	p, err := proxy.New(opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "harvest-proxy: refusing to start: %v\n", err)
@@ -146,6 +160,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// newEmitter builds the event emitter from the resolved settings (amqpURL and
+// outboxDir beat rules.yaml's events:) and says plainly where events will go.
+func newEmitter(cfg rules.Events, amqpURL, outboxDir string, log *slog.Logger, reg prometheus.Registerer) (*emitter.Emitter, error) {
+	cfg.AMQPURL, cfg.OutboxDir = amqpURL, outboxDir
+	em, err := emitter.New(cfg, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	if amqpURL == "" {
+		log.Warn("events stay in the outbox: no RabbitMQ URL (-amqp / RABBITMQ_URL); a later start with one publishes them",
+			"outbox", outboxDir, "outbox_max_bytes", cfg.OutboxMaxBytes)
+	} else {
+		log.Info("events go to RabbitMQ, through the outbox while it is unreachable",
+			"amqp", settings.RedactURL(amqpURL), "exchange", cfg.Exchange, "outbox", outboxDir,
+			"outbox_max_bytes", cfg.OutboxMaxBytes)
+	}
+	return em, nil
 }
 
 func rulesCommand(args []string, stdout, stderr io.Writer) int {

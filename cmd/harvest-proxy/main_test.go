@@ -2,11 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore/apiv1/firestorepb"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/harvest-hub/edge/emitter/event"
+	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/rules"
 )
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -97,7 +108,8 @@ func TestStartupErrorsAreClear(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "missing.yaml") {
 		t.Errorf("missing rules file: exit %d, stderr %q", code, errs)
 	}
-	code, _, errs = runCmd(t, "-config", "../../rules.yaml", "-upstream", "ftp://example", "-admin-listen", "")
+	code, _, errs = runCmd(t, "-config", "../../rules.yaml", "-upstream", "ftp://example", "-admin-listen", "",
+		"-outbox", t.TempDir())
 	if code == 0 || !strings.Contains(errs, "upstream") {
 		t.Errorf("bad upstream URL: exit %d, stderr %q", code, errs)
 	}
@@ -105,4 +117,70 @@ func TestStartupErrorsAreClear(t *testing.T) {
 	if code != 2 || !strings.Contains(errs, "stray") {
 		t.Errorf("stray argument: exit %d, stderr %q", code, errs)
 	}
+}
+
+// Without a broker URL the emitter keeps events in the outbox directory it was given
+// and says so; with one it says events go to RabbitMQ.
+func TestEmitterWiring(t *testing.T) {
+	dir := t.TempDir()
+	var logs syncBuffer // the publisher logs from its own goroutine
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	em, err := newEmitter(rules.Events{Exchange: "firestore.events", OutboxDir: "./elsewhere"}, "", dir, log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "projects/p/databases/(default)/documents/orders/o1"
+	evs, err := event.Build(event.BuildInput{Writes: []classify.DocWrite{{Name: name,
+		Write: &firestorepb.Write{Operation: &firestorepb.Write_Delete{Delete: name}}}}, SeenAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := em.Emit(context.Background(), evs); err != nil {
+		t.Fatalf("Emit without a broker: %v", err)
+	}
+	if em.Pending() != 1 {
+		t.Errorf("outbox holds %d events, want 1", em.Pending())
+	}
+	if err := em.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) == 0 {
+		t.Errorf("nothing written to the -outbox directory %s", dir)
+	}
+	if !strings.Contains(logs.String(), "events stay in the outbox") {
+		t.Errorf("log does not say events stay in the outbox: %s", logs.String())
+	}
+
+	logs.Reset()
+	em, err = newEmitter(rules.Events{}, "amqp://guest:secret@127.0.0.1:5672/", t.TempDir(), log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer em.Close()
+	if !strings.Contains(logs.String(), "events go to RabbitMQ") || strings.Contains(logs.String(), "secret") {
+		t.Errorf("log should say events go to RabbitMQ, without the password: %s", logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }

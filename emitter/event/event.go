@@ -85,7 +85,10 @@ type BuildInput struct {
 	Old map[string]*firestorepb.Document
 
 	// Allowed says which event types a document's rule emits; nil allows all. An
-	// event is kept when its own type's bit is set (a plain set needs rules.Written).
+	// event is kept when the rule's set Allows its type (rules.EventTypes.Allows): a
+	// plain set, whose outcome is unknown (written), is kept by a rule that emits
+	// created, updated or written, since whoever wants either outcome wants to hear
+	// of it. The proxy and rules explain thus agree on what a rule emits.
 	Allowed func(docName string) rules.EventTypes
 }
 
@@ -143,7 +146,7 @@ func Build(in BuildInput) ([]Event, error) {
 
 		oldDoc, oldKnown := old[dw.Name]
 		typ := typeOf(dw.Write, oldDoc, oldKnown)
-		if in.Allowed != nil && in.Allowed(dw.Name)&typeBit(typ) == 0 {
+		if in.Allowed != nil && !in.Allowed(dw.Name).Allows(typeBit(typ)) {
 			continue
 		}
 

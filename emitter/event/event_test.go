@@ -307,6 +307,26 @@ func TestAllowedFilters(t *testing.T) {
 	}
 }
 
+// A plain set (written: created or updated, unknown which) is kept by a rule that
+// emits created or updated, as rules.EventTypes.Allows says, and dropped by one that
+// emits only deletes.
+func TestAllowedWrittenAgreesWithRules(t *testing.T) {
+	a := docName("products/a")
+	set := []classify.DocWrite{{Name: a, Write: &firestorepb.Write{Operation: &firestorepb.Write_Update{Update: &firestorepb.Document{Name: a}}}}}
+	for _, tc := range []struct {
+		rule rules.EventTypes
+		want int
+	}{{rules.Created, 1}, {rules.Updated, 1}, {rules.Written, 1}, {rules.Deleted, 0}, {0, 0}} {
+		evs := mustBuild(t, BuildInput{Writes: set, SeenAt: t1, Allowed: func(string) rules.EventTypes { return tc.rule }})
+		if len(evs) != tc.want || tc.rule.Allows(rules.Written) != (tc.want == 1) {
+			t.Errorf("rule events %v: %d events of a plain set, want %d", tc.rule, len(evs), tc.want)
+		}
+		if len(evs) == 1 && evs[0].Type != TypeWritten {
+			t.Errorf("rule events %v: type %s, want %s", tc.rule, evs[0].Type, TypeWritten)
+		}
+	}
+}
+
 func TestRejectsCollectionName(t *testing.T) {
 	n := docName("products")
 	if _, err := Build(BuildInput{Writes: []classify.DocWrite{{Name: n, Write: &firestorepb.Write{Operation: &firestorepb.Write_Delete{Delete: n}}}}}); err == nil {
