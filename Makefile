@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 # do not crowd a two-core machine.
 TEST_FLAGS ?= -race -count=1 -timeout 20m -p 2
 
-.PHONY: help build run test dev-services vet staticcheck gotest bench fmt certs clean
+.PHONY: help build run test dev-services vet staticcheck gotest bench fmt certs docker-up docker-down docker-logs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -43,6 +43,16 @@ bench: build dev-services ## benchmarks, printed side by side with their baselin
 
 certs: ## a self-signed TLS pair for nginx in development (deploy/certs/)
 	@bash deploy/make-certs.sh
+
+docker-up: ## build and start the Compose stack (needs a Docker engine and a .env)
+	@test -f .env || { echo "copy .env.example to .env and set the passwords first"; exit 1; }
+	docker compose up -d --build --wait
+
+docker-down: ## stop the Compose stack (volumes kept)
+	docker compose down --remove-orphans
+
+docker-logs: ## follow the Compose stack's logs
+	docker compose logs -f --tail=100
 
 fmt: ## gofmt and go mod tidy
 	gofmt -w $$(git ls-files '*.go')

@@ -30,7 +30,7 @@ apt_install() {
 		apt_updated=1
 	fi
 	say "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null \
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
 		|| die "apt-get install ${missing[*]} failed"
 }
 
@@ -83,6 +83,13 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 command -v node >/dev/null && command -v npm >/dev/null || die "node and npm not found after installing nodejs npm"
 say "Node.js $(node --version) and npm $(npm --version) present"
+
+# --- The Compose file checker (no Docker engine needed: --no-install-recommends keeps
+# the engine out) ----------------------------------------------------------------
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+	apt_install docker-compose
+fi
+say "Compose checker: $( (docker compose version 2>/dev/null || docker-compose version --short 2>/dev/null) | head -1)"
 
 # --- Java and the Firestore emulator ------------------------------------------
 command -v java >/dev/null || die "java not found after installing openjdk-17-jre-headless"

@@ -19,6 +19,7 @@ import (
 
 	"github.com/harvest-hub/edge/emitter"
 	"github.com/harvest-hub/edge/internal/buildinfo"
+	"github.com/harvest-hub/edge/internal/healthcheck"
 	"github.com/harvest-hub/edge/internal/settings"
 	"github.com/harvest-hub/edge/proxy"
 	"github.com/harvest-hub/edge/rules"
@@ -35,6 +36,7 @@ Usage:
   harvest-proxy [flags]                       run the proxy
   harvest-proxy rules check [FILE]            validate a rules file (default rules.yaml)
   harvest-proxy rules explain [FILE] PATH     which rule applies to a document or collection path
+  harvest-proxy healthcheck URL               exit 0 when URL answers 2xx (for container health checks)
 
 Flags (each also read from its environment variable; a flag beats the variable, which
 beats rules.yaml, which beats the default):
@@ -57,6 +59,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "rules" {
 		return rulesCommand(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck.Run(args[1:], stderr)
 	}
 	fs := flag.NewFlagSet("harvest-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)

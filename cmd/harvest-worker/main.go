@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/harvest-hub/edge/internal/buildinfo"
+	"github.com/harvest-hub/edge/internal/healthcheck"
 	"github.com/harvest-hub/edge/internal/settings"
 	"github.com/harvest-hub/edge/proxy/cache"
 	"github.com/harvest-hub/edge/rules"
@@ -51,7 +52,8 @@ runs its action on every matching event:
 
 Failures are retried with doubling backoff through delay queues, then dead-lettered;
 each event's side effect happens once per event id (Redis). SIGTERM finishes the
-events in flight, then exits.
+events in flight, then exits. "harvest-worker healthcheck URL" exits 0 when URL
+answers 2xx (for container health checks).
 
 Flags (each also read from the environment variable shown; a flag wins over the
 variable, the variable over rules.yaml, rules.yaml over the default):
@@ -74,6 +76,9 @@ func main() {
 // run is main without the process: it returns the exit code (0 ok, 1 runtime failure,
 // 2 bad flags or configuration).
 func run(ctx context.Context, args []string, env func(string) (string, bool), stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck.Run(args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("harvest-worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFlag := fs.String("config", "", "rules.yaml to read handlers from (env HARVEST_CONFIG; default rules.yaml)")
