@@ -8,12 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=./bin
+# Every setting can be changed from the environment (the tour test runs this script on
+# its own ports, directories, Redis key prefix and RabbitMQ vhost).
+BIN=${HARVEST_BIN:-./bin}
+RUN=${HARVEST_RUN_DIR:-.run}
 PROJECT=${HARVEST_PROJECT:-harvest-hub-dev}
 EMU_PORT=${HARVEST_EMULATOR_PORT:-8081}
 PROXY=${HARVEST_LISTEN:-127.0.0.1:8080}
 ADMIN=${HARVEST_ADMIN_LISTEN:-127.0.0.1:9090}
-mkdir -p .run
+export HARVEST_WORKER_ADMIN_LISTEN=${HARVEST_WORKER_ADMIN_LISTEN:-127.0.0.1:9091}
+mkdir -p "$RUN"
 
 say() { printf '\033[1mrun:\033[0m %s\n' "$*"; }
 pids=()
@@ -39,15 +43,15 @@ else
 		[ -n "$root" ] && [ -f "$f" ] && { jar=$f; break; }
 	done
 	[ -n "$jar" ] || { echo "run: Google's Firestore emulator is not installed (google-cloud-cli-firestore-emulator)" >&2; exit 1; }
-	say "starting the Firestore emulator on 127.0.0.1:$EMU_PORT (log: .run/emulator.log)"
+	say "starting the Firestore emulator on 127.0.0.1:$EMU_PORT (log: $RUN/emulator.log)"
 	java -Duser.language=en -cp "$jar" com.google.cloud.datastore.emulator.firestore.CloudFirestore \
-		start --host=127.0.0.1 --port="$EMU_PORT" >.run/emulator.log 2>&1 &
+		start --host=127.0.0.1 --port="$EMU_PORT" >"$RUN/emulator.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 1 150); do
 		[ "$(curl -s -m 1 "http://127.0.0.1:$EMU_PORT/" 2>/dev/null)" = "Ok" ] && break
 		sleep 0.2
 	done
-	[ "$(curl -s -m 1 "http://127.0.0.1:$EMU_PORT/")" = "Ok" ] || { echo "run: the emulator did not start; see .run/emulator.log" >&2; exit 1; }
+	[ "$(curl -s -m 1 "http://127.0.0.1:$EMU_PORT/")" = "Ok" ] || { echo "run: the emulator did not start; see $RUN/emulator.log" >&2; exit 1; }
 	export FIRESTORE_EMULATOR_HOST=127.0.0.1:$EMU_PORT
 fi
 
@@ -56,32 +60,32 @@ say "seeding project $PROJECT with the Harvest Hub sample"
 "$BIN/harvest-seed" -project "$PROJECT"
 
 # 3. Redis and RabbitMQ, when present.
-if [ -z "${REDIS_URL:-}" ]; then
-	if [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; then
-		export REDIS_URL=redis://127.0.0.1:6379/0
-		say "Redis answers: L2 cache and cross-replica invalidation on ($REDIS_URL)"
-	else
-		say "no Redis on 127.0.0.1:6379: L1 (in-process) cache only"
-	fi
+if [ -n "${REDIS_URL:-}" ]; then
+	say "L2 cache and cross-replica invalidation on the Redis named by REDIS_URL"
+elif [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; then
+	export REDIS_URL=redis://127.0.0.1:6379/0
+	say "Redis answers on 127.0.0.1:6379: L2 cache and cross-replica invalidation on"
+else
+	say "no Redis on 127.0.0.1:6379: L1 (in-process) cache only"
 fi
-if [ -z "${RABBITMQ_URL:-}" ]; then
-	if port_open 127.0.0.1:5672; then
-		export RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/
-		say "RabbitMQ answers: events are published to it"
-	else
-		say "no RabbitMQ on 127.0.0.1:5672: events wait in the disk outbox (./data/outbox)"
-	fi
+if [ -n "${RABBITMQ_URL:-}" ]; then
+	say "events are published to the RabbitMQ named by RABBITMQ_URL"
+elif port_open 127.0.0.1:5672; then
+	export RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/
+	say "RabbitMQ answers on 127.0.0.1:5672: events are published to it"
+else
+	say "no RabbitMQ on 127.0.0.1:5672: events wait in the disk outbox (${HARVEST_OUTBOX_DIR:-./data/outbox})"
 fi
 
 # 4. The proxy and the worker.
-"$BIN/harvest-proxy" -listen "$PROXY" -admin-listen "$ADMIN" 2> >(tee .run/proxy.log >&2) &
+"$BIN/harvest-proxy" -listen "$PROXY" -admin-listen "$ADMIN" 2> >(tee "$RUN/proxy.log" >&2) &
 pids+=($!)
 if [ -x "$BIN/harvest-worker" ]; then
-	"$BIN/harvest-worker" 2> >(tee .run/worker.log >&2) &
+	"$BIN/harvest-worker" 2> >(tee "$RUN/worker.log" >&2) &
 	pids+=($!)
 fi
 for _ in $(seq 1 50); do port_open "$PROXY" && break; sleep 0.1; done
-port_open "$PROXY" || { echo "run: harvest-proxy did not start; see .run/proxy.log" >&2; exit 1; }
+port_open "$PROXY" || { echo "run: harvest-proxy did not start; see $RUN/proxy.log" >&2; exit 1; }
 
 DOC="http://$PROXY/v1/projects/$PROJECT/databases/(default)/documents"
 cat <<TOUR
@@ -95,6 +99,9 @@ cat <<TOUR
     curl -s -X PATCH '$DOC/products/prod-001?updateMask.fieldPaths=price' \\
          -d '{"fields":{"price":{"doubleValue":1.99}}}'     # a write through the proxy
     curl -si '$DOC/products/prod-001' | grep -i -e x-cache -e 1.99   # MISS again, with the new price
+    curl -s -X PATCH '$DOC/users/user-01/orders/tour-1' \\
+         -d '{"fields":{"status":{"stringValue":"placed"}}}'   # an order: its rule emits events
+    grep 'firestore event' $RUN/worker.log                  # the worker's log handler got it
     curl -s http://$ADMIN/_proxy/stats                      # hits, misses, reads saved
 
   Ctrl-C stops everything started here.

@@ -125,7 +125,7 @@ func rulesFor(t *testing.T, prefix, outbox string) string {
 	}
 	y := string(data)
 	for _, r := range [][2]string{
-		{`key_prefix: "harvest:"`, fmt.Sprintf("key_prefix: %q", prefix)},
+		{`key_prefix: ${HARVEST_KEY_PREFIX:-harvest:}`, fmt.Sprintf("key_prefix: %q", prefix)},
 		{`redis_timeout: 25ms`, `redis_timeout: 500ms`},
 		{`outbox_dir: ${HARVEST_OUTBOX_DIR:-./data/outbox}`, "outbox_dir: " + outbox},
 	} {
