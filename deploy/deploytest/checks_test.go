@@ -117,22 +117,22 @@ func TestChecksCatchBadDashboard(t *testing.T) {
 }
 
 func TestChecksCatchBadSidecar(t *testing.T) {
-	objs := k8sObjects(t)
-	for _, o := range objs["deployment-app.yaml"] {
-		pod := o.Spec.Template.Spec
-		proxy := pod.InitContainers[0]
-		for i := range proxy.Env {
-			switch proxy.Env[i].Name {
-			case "HARVEST_LISTEN":
-				proxy.Env[i].Value = "0.0.0.0:8080"
-			case "HARVEST_OUTBOX_DIR":
-				proxy.Env[i].Value = "/data/outbox"
-			}
-		}
-		p := sidecarProblems("app", proxy, pod)
-		wantProblem(t, "public sidecar", p, "serves the app on 127.0.0.1 only")
-		wantProblem(t, "outbox on the read-only root", p, "is not an emptyDir or PVC mount")
-		return
+	objs := k8sObjects(t)["deployment-app.yaml"]
+	if len(objs) == 0 {
+		t.Fatal("deployment-app.yaml has no Deployment")
 	}
-	t.Fatal("deployment-app.yaml has no Deployment")
+	pod := objs[0].Spec.Template.Spec
+	proxy := pod.InitContainers[0]
+	for i := range proxy.Env {
+		switch proxy.Env[i].Name {
+		case "HARVEST_LISTEN":
+			proxy.Env[i].Value = "0.0.0.0:8080"
+		case "HARVEST_OUTBOX_DIR":
+			proxy.Env[i].Value = "/data/outbox"
+		}
+	}
+	p := sidecarProblems("app", proxy, pod)
+	wantProblem(t, "public sidecar", p, "serves the app on 127.0.0.1 only")
+	wantProblem(t, "outbox on the read-only root", p, "is not an emptyDir or PVC mount")
+
 }

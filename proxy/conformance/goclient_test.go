@@ -483,6 +483,7 @@ func goScenarios() []goScenario {
 			if err != nil {
 				return nil, err
 			}
+			//lint:ignore SA1019 WriteBatch is deprecated but still what apps use; the proxy must carry it.
 			b := r.client.Batch()
 			b.Create(r.client.Doc(paths[0]), map[string]any{"name": "Batched", "price": 2.0})
 			b.Set(r.client.Doc(paths[1]), map[string]any{"name": "Replaced"})
