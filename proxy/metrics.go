@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 // metrics are the proxy's own Prometheus series (the cache tiers register theirs), and
@@ -14,11 +16,32 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec   // by op and reason
 	readsAvoided   prometheus.Counter       // billed document reads served from cache
 	writes         *prometheus.CounterVec   // writes by op and outcome
-	inflight       prometheus.Gauge
+	inflight       prometheus.GaugeFunc     // reads inflightN
 
-	byResult [len(resultNames)]atomic.Int64
-	saved    atomic.Int64
+	inflightN atomic.Int64
+	byResult  [len(resultNames)]atomic.Int64
+	saved     atomic.Int64
+	// children caches requests' child counter per op and result, made on first use
+	// (so /metrics shows only series that happened): the hot path does no label
+	// hashing or map lookup.
+	children [maxOp][len(resultNames)]atomic.Pointer[prometheus.Counter]
 }
+
+// result indexes resultNames.
+type result uint8
+
+const (
+	resultHitL1 result = iota
+	resultHitL2
+	resultMiss
+	resultStale
+	resultBypass
+	resultError
+)
+
+// maxOp bounds classify.Op values for the per-op caches; an op beyond it (a newer
+// classify) is counted through WithLabelValues.
+const maxOp = 32
 
 // resultNames are the X-Cache values, plus ERROR for the proxy's own failures.
 var resultNames = [...]string{"HIT-L1", "HIT-L2", "MISS", "STALE", "BYPASS", "ERROR"}
@@ -46,11 +69,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "harvest_proxy_writes_total",
 			Help: "Writes by Firestore method and outcome (ok, failed, unknown).",
 		}, []string{"op", "outcome"}),
-		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "harvest_proxy_inflight_requests",
-			Help: "Requests being served now.",
-		}),
 	}
+	m.inflight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "harvest_proxy_inflight_requests",
+		Help: "Requests being served now.",
+	}, func() float64 { return float64(m.inflightN.Load()) })
 	if reg != nil {
 		reg.MustRegister(m.requests, m.upstream, m.upstreamErrors, m.readsAvoided, m.writes, m.inflight)
 	}
@@ -65,6 +88,24 @@ func (m *metrics) request(op, result string) {
 			m.byResult[i].Add(1)
 		}
 	}
+}
+
+// requestOp is request for the hot path: no label hashing after the first call per
+// op and result.
+func (m *metrics) requestOp(op classify.Op, r result) {
+	m.byResult[r].Add(1)
+	if int(op) >= maxOp {
+		m.requests.WithLabelValues(op.String(), resultNames[r]).Inc()
+		return
+	}
+	slot := &m.children[op][r]
+	c := slot.Load()
+	if c == nil {
+		child := m.requests.WithLabelValues(op.String(), resultNames[r])
+		slot.CompareAndSwap(nil, &child)
+		c = slot.Load()
+	}
+	(*c).Inc()
 }
 
 func (m *metrics) served(docs int) {

@@ -16,11 +16,14 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +46,16 @@ type Proxy struct {
 	tiers  *cache.Tiers
 	flight singleflight.Group
 	m      *metrics
+
+	// plans is the alias index of the hit path: from aliasKey (a hash of the raw
+	// request) to the *readPlan Classify, the rules and cacheKey made of it, so a
+	// repeated read is answered without classifying, matching or hashing it again.
+	// A plan made under an older Config is ignored (and the index is cleared on each
+	// reload); the index is cleared whole when it exceeds maxPlans.
+	plans     sync.Map
+	planCount atomic.Int64
+	maxPlans  int64
+	planSeeds [2]maphash.Seed
 
 	server   *fasthttp.Server
 	admin    *http.Server
@@ -78,7 +91,11 @@ func New(o Options) (*Proxy, error) {
 		up:    up,
 		tiers: tiers,
 		m:     newMetrics(o.Registry),
+
+		maxPlans:  int64(max(cfg.Cache.L1MaxEntries, 1<<14)),
+		planSeeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 	}
+	o.Rules.OnReload(func(*rules.Config) { p.clearPlans() })
 	p.server = &fasthttp.Server{
 		Handler:                       p.Handle,
 		ErrorHandler:                  p.serverError,
@@ -150,10 +167,28 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Handle serves one client request.
+//
+// A read seen before (same method, raw request URI, body and Authorization header,
+// under the same rules) is served from its remembered readPlan: Classify, the rule
+// match and the cache key are functions of exactly those inputs and the Config, so
+// the plan is what they would compute again. Everything after (generations,
+// freshness, fills) is the same code either way.
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
-	p.m.inflight.Inc()
-	defer p.m.inflight.Dec()
-	req, err := classify.Classify(string(ctx.Method()), string(ctx.URI().PathOriginal()),
+	p.m.inflightN.Add(1)
+	defer p.m.inflightN.Add(-1)
+	var ak aliasKey
+	method := ctx.Method()
+	aliased := string(method) == fasthttp.MethodGet || string(method) == fasthttp.MethodPost
+	if aliased {
+		ak = p.aliasOf(ctx)
+		if v, ok := p.plans.Load(ak); ok {
+			if plan := v.(*readPlan); plan.cfg == p.rules.Current() {
+				p.serveRead(ctx, plan)
+				return
+			}
+		}
+	}
+	req, err := classify.Classify(string(method), string(ctx.URI().PathOriginal()),
 		string(ctx.URI().QueryString()), ctx.PostBody())
 	if err != nil {
 		var ce *classify.Error
@@ -168,12 +203,47 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	switch req.Kind {
 	case classify.Read:
-		p.read(ctx, &req)
+		p.read(ctx, &req, ak, aliased)
 	case classify.Write:
 		p.write(ctx, &req)
 	default:
 		p.bypass(ctx, &req)
 	}
+}
+
+// aliasKey identifies a raw request for the plan index: two seeded 64-bit maphash
+// halves (128 bits, the strength cache.Key asks for) over the method, the raw request
+// URI, the Authorization header and the body, each length-prefixed.
+type aliasKey [2]uint64
+
+func (p *Proxy) aliasOf(ctx *fasthttp.RequestCtx) aliasKey {
+	method, uri := ctx.Method(), ctx.Request.Header.RequestURI()
+	auth, body := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), ctx.PostBody()
+	var stack [1024]byte
+	buf := stack[:0]
+	if n := 16 + len(method) + len(uri) + len(auth) + len(body); n > len(stack) {
+		buf = make([]byte, 0, n) // a large body: one allocation, still one pass per half
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(method)))
+	buf = binary.AppendUvarint(buf, uint64(len(uri)))
+	buf = binary.AppendUvarint(buf, uint64(len(auth)))
+	buf = append(buf, method...)
+	buf = append(buf, uri...)
+	buf = append(buf, auth...)
+	buf = append(buf, body...) // last: its length is implied
+	return aliasKey{maphash.Bytes(p.planSeeds[0], buf), maphash.Bytes(p.planSeeds[1], buf)}
+}
+
+// remember stores plan under k, clearing the index first when it is full.
+func (p *Proxy) remember(k aliasKey, plan *readPlan) {
+	if _, loaded := p.plans.Swap(k, plan); !loaded && p.planCount.Add(1) > p.maxPlans {
+		p.clearPlans()
+	}
+}
+
+func (p *Proxy) clearPlans() {
+	p.plans.Clear()
+	p.planCount.Store(0)
 }
 
 // serverError answers what fasthttp rejects before Handle (oversized or unparseable
@@ -194,11 +264,11 @@ func (p *Proxy) bypass(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	p.up.Prepare(ctx, out, false)
 	start := time.Now()
 	if err := p.up.Stream(out, ctx, p.rules.Current().Server.WriteTimeout); err != nil {
-		p.m.request(req.Op.String(), "ERROR")
+		p.m.requestOp(req.Op, resultError)
 		p.upstreamFailed(ctx, req.Op, err)
 		return
 	}
-	p.m.request(req.Op.String(), "BYPASS")
+	p.m.requestOp(req.Op, resultBypass)
 	p.m.upstream.WithLabelValues(req.Op.String()).Observe(time.Since(start).Seconds())
 	ctx.Response.Header.Set("X-Cache", "BYPASS")
 }

@@ -22,18 +22,41 @@ type fetched struct {
 	cached      bool // stored as an entry: safe to share with every coalesced caller
 }
 
-// read answers a cacheable read: a fresh entry from L1 or L2, else the upstream (one
-// call per key and generation stamp however many callers wait), storing what the rule
-// allows. Stale entries are served under the rule's stale_while_revalidate (and
-// refreshed in the background) or stale_if_error (when the upstream fails).
-func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request) {
-	rule := ruleFor(p.rules.Current(), req)
+// readPlan is what a cacheable read resolves to before any cache is consulted: its
+// rule, cache key and tags under one Config. It is immutable once made, and shared by
+// every later identical request through the plan index (Proxy.plans).
+type readPlan struct {
+	cfg  *rules.Config // the Config the plan was made under: valid only while current
+	rule *rules.Rule
+	key  cache.Key
+	tags []string // the request's tags and its database tag
+	op   classify.Op
+}
+
+// read answers a cacheable read: it resolves the rule, key and tags, remembers them
+// under ak (when aliased) for identical requests, and serves the read.
+func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request, ak aliasKey, aliased bool) {
+	cfg := p.rules.Current()
+	rule := ruleFor(cfg, req)
 	if rule == nil || rule.TTL <= 0 {
 		p.bypass(ctx, req)
 		return
 	}
-	tags := append(req.Tags, cache.DatabaseTag(req.Database))
-	key := cacheKey(ctx, req, rule.Scope)
+	tags := make([]string, 0, len(req.Tags)+1)
+	tags = append(append(tags, req.Tags...), cache.DatabaseTag(req.Database))
+	plan := &readPlan{cfg: cfg, rule: rule, key: cacheKey(ctx, req, rule.Scope), tags: tags, op: req.Op}
+	if aliased {
+		p.remember(ak, plan)
+	}
+	p.serveRead(ctx, plan)
+}
+
+// serveRead answers a planned read: a fresh entry from L1 or L2, else the upstream
+// (one call per key and generation stamp however many callers wait), storing what the
+// rule allows. Stale entries are served under the rule's stale_while_revalidate (and
+// refreshed in the background) or stale_if_error (when the upstream fails).
+func (p *Proxy) serveRead(ctx *fasthttp.RequestCtx, plan *readPlan) {
+	rule, key, tags, op := plan.rule, plan.key, plan.tags, plan.op
 	now := time.Now()
 	e, src, err := p.tiers.Lookup(context.Background(), key, tags, rule.Consistency, now)
 	if err != nil {
@@ -41,12 +64,16 @@ func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	}
 	if e != nil {
 		if e.Fresh(now) {
-			p.serveEntry(ctx, req.Op, e, src.String(), now)
+			r := resultHitL1
+			if src == cache.HitL2 {
+				r = resultHitL2
+			}
+			p.serveEntry(ctx, op, e, r, now)
 			return
 		}
 		if rule.StaleWhileRevalidate > 0 && now.Before(e.FreshUntil.Add(rule.StaleWhileRevalidate)) {
-			p.serveEntry(ctx, req.Op, e, "STALE", now)
-			p.revalidate(ctx, req, rule, key, tags)
+			p.serveEntry(ctx, op, e, resultStale, now)
+			p.revalidate(ctx, op, rule, key, tags)
 			return
 		}
 	}
@@ -54,25 +81,25 @@ func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	out := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(out)
 	p.up.Prepare(ctx, out, true)
-	res, err := p.fill(out, req, rule, key, tags)
+	res, err := p.fill(out, op, rule, key, tags)
 	if err != nil || res.status >= 500 {
 		if e != nil && rule.StaleIfError > 0 && now.Before(e.FreshUntil.Add(rule.StaleIfError)) {
-			p.serveEntry(ctx, req.Op, e, "STALE", now)
+			p.serveEntry(ctx, op, e, resultStale, now)
 			return
 		}
 		if err != nil {
-			p.m.request(req.Op.String(), "ERROR")
-			p.upstreamFailed(ctx, req.Op, err)
+			p.m.requestOp(op, resultError)
+			p.upstreamFailed(ctx, op, err)
 			return
 		}
 	}
-	p.m.request(req.Op.String(), "MISS")
+	p.m.requestOp(op, resultMiss)
 	ctx.SetStatusCode(res.status)
 	if res.contentType != "" {
 		ctx.SetContentType(res.contentType)
 	}
 	ctx.Response.SetBodyRaw(res.body) // never modified after the fetch
-	ctx.Response.Header.Set("X-Cache", "MISS")
+	ctx.Response.Header.SetCanonical(hdrXCache, xCacheValues[resultMiss])
 }
 
 // fill asks the upstream for a read and stores the answer when the rule allows.
@@ -81,17 +108,17 @@ func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request) {
 // joins a call that began before it (and could return what the write replaced).
 // A shared answer the cache refused (an error, a 403 for one caller's credentials) is
 // not trusted for the others: each of them asks on its own.
-func (p *Proxy) fill(out *fasthttp.Request, req *classify.Request, rule *rules.Rule, key cache.Key, tags []string) (*fetched, error) {
+func (p *Proxy) fill(out *fasthttp.Request, op classify.Op, rule *rules.Rule, key cache.Key, tags []string) (*fetched, error) {
 	stamp, stampErr := p.tiers.Begin(context.Background(), tags)
 	if stampErr != nil {
 		// Without a stamp nothing can be stored safely, so there is nothing to share.
-		return p.fetch(out, req, rule, key, tags, nil)
+		return p.fetch(out, op, rule, key, tags, nil)
 	}
 	v, err, shared := p.flight.Do(flightKey(key, stamp), func() (any, error) {
-		return p.fetch(out, req, rule, key, tags, &stamp)
+		return p.fetch(out, op, rule, key, tags, &stamp)
 	})
 	if shared && (err != nil || !v.(*fetched).cached) {
-		return p.fetch(out, req, rule, key, tags, nil)
+		return p.fetch(out, op, rule, key, tags, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -101,32 +128,32 @@ func (p *Proxy) fill(out *fasthttp.Request, req *classify.Request, rule *rules.R
 
 // fetch sends one read upstream and, when stamp is given and the answer is cacheable
 // under rule, fills the tiers with it.
-func (p *Proxy) fetch(out *fasthttp.Request, req *classify.Request, rule *rules.Rule, key cache.Key, tags []string, stamp *cache.Stamp) (*fetched, error) {
+func (p *Proxy) fetch(out *fasthttp.Request, op classify.Op, rule *rules.Rule, key cache.Key, tags []string, stamp *cache.Stamp) (*fetched, error) {
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	start := time.Now()
 	if err := p.up.Do(out, resp); err != nil {
 		return nil, err
 	}
-	p.m.upstream.WithLabelValues(req.Op.String()).Observe(time.Since(start).Seconds())
+	p.m.upstream.WithLabelValues(op.String()).Observe(time.Since(start).Seconds())
 	res := &fetched{
 		status:      resp.StatusCode(),
 		body:        append([]byte(nil), resp.Body()...),
 		contentType: string(resp.Header.ContentType()),
 	}
 	if res.status >= 500 {
-		p.m.upstreamErrors.WithLabelValues(req.Op.String(), "status_"+strconv.Itoa(res.status)).Inc()
-		p.log.Warn("upstream error answer", "op", req.Op.String(), "status", res.status)
+		p.m.upstreamErrors.WithLabelValues(op.String(), "status_"+strconv.Itoa(res.status)).Inc()
+		p.log.Warn("upstream error answer", "op", op.String(), "status", res.status)
 	}
 	ttl := rule.TTL
 	switch {
 	case res.status == fasthttp.StatusOK:
-	case res.status == fasthttp.StatusNotFound && req.Op == classify.GetDocument && rule.NegativeTTL > 0:
+	case res.status == fasthttp.StatusNotFound && op == classify.GetDocument && rule.NegativeTTL > 0:
 		ttl = rule.NegativeTTL
 	default:
 		return res, nil
 	}
-	docs, ok := billedDocs(req.Op, res.status, res.body)
+	docs, ok := billedDocs(op, res.status, res.body)
 	if !ok || stamp == nil {
 		return res, nil // an answer that does not parse (an error inside a stream) is not stored
 	}
@@ -151,21 +178,32 @@ func (p *Proxy) fetch(out *fasthttp.Request, req *classify.Request, rule *rules.
 
 // revalidate refreshes an entry served stale, in the background, once per key and
 // stamp however many callers see it stale.
-func (p *Proxy) revalidate(ctx *fasthttp.RequestCtx, req *classify.Request, rule *rules.Rule, key cache.Key, tags []string) {
+func (p *Proxy) revalidate(ctx *fasthttp.RequestCtx, op classify.Op, rule *rules.Rule, key cache.Key, tags []string) {
 	out := fasthttp.AcquireRequest() // the client's request dies with the handler: copy it
 	p.up.Prepare(ctx, out, true)
-	r := *req
 	go func() {
 		defer fasthttp.ReleaseRequest(out)
-		if _, err := p.fill(out, &r, rule, key, tags); err != nil {
-			p.log.Warn("background revalidation failed", "op", r.Op.String(), "err", err)
+		if _, err := p.fill(out, op, rule, key, tags); err != nil {
+			p.log.Warn("background revalidation failed", "op", op.String(), "err", err)
 		}
 	}()
 }
 
+// Header names and X-Cache values as bytes, so answering a hit converts nothing.
+var (
+	hdrXCache    = []byte("X-Cache")
+	hdrAge       = []byte("Age")
+	xCacheValues = func() (v [len(resultNames)][]byte) {
+		for i, n := range resultNames {
+			v[i] = []byte(n)
+		}
+		return v
+	}()
+)
+
 // serveEntry answers from a cached entry.
-func (p *Proxy) serveEntry(ctx *fasthttp.RequestCtx, op classify.Op, e *cache.Entry, label string, now time.Time) {
-	p.m.request(op.String(), label)
+func (p *Proxy) serveEntry(ctx *fasthttp.RequestCtx, op classify.Op, e *cache.Entry, r result, now time.Time) {
+	p.m.requestOp(op, r)
 	p.m.served(e.Docs)
 	ctx.SetStatusCode(e.Status)
 	if e.ContentType != "" {
@@ -173,9 +211,9 @@ func (p *Proxy) serveEntry(ctx *fasthttp.RequestCtx, op classify.Op, e *cache.En
 	}
 	ctx.Response.SetBodyRaw(e.Body) // entries are immutable
 	h := &ctx.Response.Header
-	h.Set("X-Cache", label)
+	h.SetCanonical(hdrXCache, xCacheValues[r])
 	var age [20]byte
-	h.SetBytesV("Age", strconv.AppendInt(age[:0], e.Age(now), 10))
+	h.SetCanonical(hdrAge, strconv.AppendInt(age[:0], e.Age(now), 10))
 }
 
 // cacheKey hashes what shapes the answer: method, decoded resource path, the
