@@ -11,50 +11,60 @@ import (
 	"github.com/harvest-hub/edge/rules"
 )
 
-// ruleFor is the rule that decides a read: the rule of its one target, or, for a read
-// of several documents (batchGet), a rule no looser than any of theirs: the shortest
-// TTL and stale windows, scope user and consistency strong if any asks for them. A
-// read with a target no rule caches is not cached (nil).
+// ruleFor is the rule that decides a read: the rule of its one target, or a rule no
+// looser than any that governs what it may return: the shortest TTL and stale windows,
+// scope user and consistency strong if any asks for them. That covers a read of
+// several documents (batchGet) and a collection-group query, whose results may come
+// from collections different rules govern (public comments and a user's private
+// ones): it is cached as strictly as the strictest of them. A read that may return
+// something no rule caches is not cached (nil).
 func ruleFor(cfg *rules.Config, req *classify.Request) *rules.Rule {
 	var merged *rules.Rule
-	for i, t := range req.Targets {
-		r := ruleForTarget(cfg, t)
-		if r == nil || r.TTL <= 0 {
-			return nil
-		}
-		if i == 0 {
+	ok := true
+	add := func(r *rules.Rule) {
+		switch {
+		case !ok:
+		case r == nil || r.TTL <= 0:
+			ok = false
+		case merged == nil || merged == r:
 			merged = r
-			continue
+		default:
+			m := *merged
+			m.TTL = min(m.TTL, r.TTL)
+			m.StaleWhileRevalidate = min(m.StaleWhileRevalidate, r.StaleWhileRevalidate)
+			m.StaleIfError = min(m.StaleIfError, r.StaleIfError)
+			m.NegativeTTL = min(m.NegativeTTL, r.NegativeTTL)
+			if r.Scope == rules.ScopeUser {
+				m.Scope = rules.ScopeUser
+			}
+			if r.Consistency == rules.Strong {
+				m.Consistency = rules.Strong
+			}
+			merged = &m
 		}
-		if r == merged {
-			continue
+	}
+	for _, t := range req.Targets {
+		switch t.Kind {
+		case classify.TargetDocument:
+			add(cfg.ForDocument(t.Path))
+		case classify.TargetCollection:
+			add(cfg.ForCollection(t.Path))
+		case classify.TargetGroup:
+			named := cfg.CollectionGroupRules(t.Path, t.CollectionID)
+			if len(named) == 0 { // only a wildcard rule (/{document=**}) can govern it
+				add(cfg.ForCollectionGroupUnder(t.Path, t.CollectionID))
+			}
+			for _, r := range named {
+				add(r)
+			}
+		default:
+			ok = false
 		}
-		m := *merged
-		m.TTL = min(m.TTL, r.TTL)
-		m.StaleWhileRevalidate = min(m.StaleWhileRevalidate, r.StaleWhileRevalidate)
-		m.StaleIfError = min(m.StaleIfError, r.StaleIfError)
-		m.NegativeTTL = min(m.NegativeTTL, r.NegativeTTL)
-		if r.Scope == rules.ScopeUser {
-			m.Scope = rules.ScopeUser
-		}
-		if r.Consistency == rules.Strong {
-			m.Consistency = rules.Strong
-		}
-		merged = &m
+	}
+	if !ok {
+		return nil
 	}
 	return merged
-}
-
-func ruleForTarget(cfg *rules.Config, t classify.Target) *rules.Rule {
-	switch t.Kind {
-	case classify.TargetDocument:
-		return cfg.ForDocument(t.Path)
-	case classify.TargetCollection:
-		return cfg.ForCollection(t.Path)
-	case classify.TargetGroup:
-		return cfg.ForCollectionGroupUnder(t.Path, t.CollectionID)
-	}
-	return nil
 }
 
 // billedDocs is how many billed document reads one answer costs Firestore (one per

@@ -116,3 +116,48 @@ func TestBilledDocs(t *testing.T) {
 		}
 	}
 }
+
+// A collection-group query returns documents of every collection with its id, so it
+// is cached as strictly as every rule that names that id: public comments shared, a
+// user's private comments per user, means the group query is per user.
+func TestRuleForGroupQueryIsAsStrictAsEveryRuleForItsCollection(t *testing.T) {
+	cfg := mustRules(t, `
+rules:
+  - match: /public/{p}/comments/{c}
+    ttl: 30m
+    scope: shared
+  - match: /users/{u}/comments/{c}
+    ttl: 5m
+    scope: user
+  - match: /products/{p}
+    ttl: 30m
+    scope: shared
+  - match: /farmers/{f}/products/{p}
+    ttl: 10m
+    scope: shared
+  - match: /drafts/{d}/notes/{n}
+    ttl: 0
+  - match: /notes/{n}
+    ttl: 1h
+  - match: /{document=**}
+    ttl: 0
+`)
+	group := func(parent, id string) *classify.Request {
+		return &classify.Request{Targets: []classify.Target{{Kind: classify.TargetGroup, Path: parent, CollectionID: id}}}
+	}
+	if r := ruleFor(cfg, group("", "comments")); r == nil || r.Scope != rules.ScopeUser || r.TTL != 5*time.Minute {
+		t.Errorf("group over comments: %+v; want scope user, ttl 5m (the private rule's)", r)
+	}
+	if r := ruleFor(cfg, group("public/x", "comments")); r == nil || r.Scope != rules.ScopeShared || r.TTL != 30*time.Minute {
+		t.Errorf("group over comments under public/x: %+v; want only the public rule", r)
+	}
+	if r := ruleFor(cfg, group("", "products")); r == nil || r.Scope != rules.ScopeShared || r.TTL != 10*time.Minute {
+		t.Errorf("group over products: %+v; want shared with the shorter ttl", r)
+	}
+	if r := ruleFor(cfg, group("", "notes")); r != nil {
+		t.Errorf("group over notes, one of whose rules never caches: %+v; want not cached", r)
+	}
+	if r := ruleFor(cfg, group("", "orders")); r != nil {
+		t.Errorf("group over orders, which only the uncached catch-all governs: %+v; want not cached", r)
+	}
+}
