@@ -306,6 +306,11 @@ func table(args []string) error {
 	}
 	v, ok = r.get("mix_hit_pct")
 	check("mix: reads answered from cache", v, ok, ">= 90%", v >= 90, "%")
+	if u, ok := r.get("mix_unpaced_hit_pct"); ok {
+		saved, _ := r.get("mix_unpaced_saved_pct")
+		stale, _ := r.get("mix_unpaced_stale")
+		fmt.Fprintf(&out, "%-40s %10s\n", "  (unpaced writes: hits, saved, stale)", fmt.Sprintf("%.1f%%, %.1f%%, %.0f", u, saved, stale))
+	}
 	v, ok = r.get("mix_saved_pct")
 	check("mix: billed upstream reads saved", v, ok, ">= 85%", v >= 85, "%")
 	v, ok = r.get("mix_stale")
