@@ -5,8 +5,6 @@ package nginx
 // and a stub Next.js app (an httptest server).
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -16,17 +14,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/harvest-hub/edge/internal/testbed"
 	"github.com/harvest-hub/edge/proxy"
+	"github.com/harvest-hub/edge/proxy/proxytest"
 	"github.com/harvest-hub/edge/rules"
 )
 
@@ -128,7 +124,7 @@ func (p prefix) check(t testing.TB) string {
 type server struct {
 	prefix
 	cmd    *exec.Cmd
-	output *syncBuffer
+	output *testbed.Output
 	exited chan struct{}
 }
 
@@ -138,7 +134,7 @@ func startNginx(t *testing.T, vars map[string]string, addrs ...string) *server {
 	t.Helper()
 	p := render(t, vars)
 	p.check(t)
-	s := &server{prefix: p, output: &syncBuffer{}, exited: make(chan struct{})}
+	s := &server{prefix: p, output: &testbed.Output{}, exited: make(chan struct{})}
 	s.cmd = exec.Command(nginxBinary(t), "-p", p.dir+"/", "-c", p.conf, "-g", p.globals(false))
 	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
 	// Own process group (the workers join it), and SIGTERM to the master, which stops
@@ -213,23 +209,6 @@ func (s *server) stop(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harvestProxy is an in-process harvest-proxy with the sample rules.yaml in front of
 // the emulator, serving until the test ends.
 type harvestProxy struct {
@@ -245,45 +224,13 @@ func startProxy(t *testing.T) harvestProxy {
 	if err != nil {
 		t.Fatalf("rules: %v", err)
 	}
-	admin := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	p, err := proxy.New(proxy.Options{
-		Listen:      "127.0.0.1:0",
-		AdminListen: admin,
+	s := proxytest.Start(t, proxy.Options{
+		AdminListen: "127.0.0.1:0",
 		Upstream:    emu.URL,
 		OutboxDir:   outbox,
 		Rules:       store,
-		Registry:    prometheus.NewRegistry(),
 	})
-	if err != nil {
-		t.Fatalf("proxy.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("proxy Serve: %v", err)
-		}
-	})
-	hp := harvestProxy{addr: ln.Addr().String(), admin: admin, project: emu.NewProject(t)}
-	// The admin listener opens inside Serve: wait for it.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + admin + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy admin %s not answering: %v", admin, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	hp := harvestProxy{addr: s.Addr, admin: s.AdminAddr, project: emu.NewProject(t)}
 	return hp
 }
 

@@ -57,9 +57,10 @@ type Proxy struct {
 	maxPlans  int64
 	planSeeds [2]maphash.Seed
 
-	server   *fasthttp.Server
-	admin    *http.Server
-	draining atomic.Bool
+	server    *fasthttp.Server
+	admin     *http.Server
+	adminAddr atomic.Value // string: where the admin listener listens, once Serve opened it
+	draining  atomic.Bool
 }
 
 // New builds a Proxy from resolved options. It dials nothing yet but Redis (whose
@@ -136,6 +137,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			ln.Close()
 			return fmt.Errorf("proxy: admin listen %s: %w", p.opts.AdminListen, err)
 		}
+		p.adminAddr.Store(aln.Addr().String())
 		p.admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := p.admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -164,6 +166,13 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	p.log.Info("stopped")
 	return serveErr
+}
+
+// AdminAddr is the admin listener's address once Serve has opened it ("" before, or
+// when there is none): with AdminListen "127.0.0.1:0" it tells which port was chosen.
+func (p *Proxy) AdminAddr() string {
+	a, _ := p.adminAddr.Load().(string)
+	return a
 }
 
 // Handle serves one client request.

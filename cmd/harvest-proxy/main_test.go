@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/harvest-hub/edge/internal/testbed"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,7 +124,7 @@ func TestStartupErrorsAreClear(t *testing.T) {
 // and says so; with one it says events go to RabbitMQ.
 func TestEmitterWiring(t *testing.T) {
 	dir := t.TempDir()
-	var logs syncBuffer // the publisher logs from its own goroutine
+	var logs testbed.Output // the publisher logs from its own goroutine
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	em, err := newEmitter(rules.Events{Exchange: "firestore.events", OutboxDir: "./elsewhere"}, "", dir, log, prometheus.NewRegistry())
 	if err != nil {
@@ -160,27 +161,4 @@ func TestEmitterWiring(t *testing.T) {
 	if !strings.Contains(logs.String(), "events go to RabbitMQ") || strings.Contains(logs.String(), "secret") {
 		t.Errorf("log should say events go to RabbitMQ, without the password: %s", logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
 }

@@ -1,7 +1,6 @@
 package tourtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,26 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harvest-hub/edge/internal/testbed"
+
 	"github.com/redis/go-redis/v9"
 )
-
-// syncBuffer collects the script's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -171,7 +154,7 @@ func TestTheTourOfMakeRun(t *testing.T) {
 		"ORDER_WEBHOOK_URL="+hook.URL,
 		"WEBHOOK_SECRET=tour-secret",
 	)
-	var out syncBuffer
+	var out testbed.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

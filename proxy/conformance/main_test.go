@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/harvest-hub/edge/internal/testbed"
 	"github.com/harvest-hub/edge/proxy"
+	"github.com/harvest-hub/edge/proxy/proxytest"
 	"github.com/harvest-hub/edge/rules"
 )
 
@@ -77,29 +77,11 @@ func newStack(t *testing.T) *stack {
 	if l1 := store.Current().Cache.L1MaxBytes; l1 <= 0 {
 		t.Fatalf("the sample rules.yaml turns L1 off (l1_max_bytes %d); this suite wants L1 on", l1)
 	}
-	p, err := proxy.New(proxy.Options{
-		Listen:    "127.0.0.1:0",
+	p := proxytest.Start(t, proxy.Options{
 		Upstream:  meter.URL(),
 		RedisURL:  "redis://" + redisAddr,
 		OutboxDir: filepath.Join(t.TempDir(), "outbox"),
 		Rules:     store,
-		Registry:  prometheus.NewRegistry(),
-	})
-	if err != nil {
-		t.Fatalf("proxy.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("proxy Serve: %v", err)
-		}
 	})
 	// Until it is subscribed to invalidations the proxy does not trust its L1: wait,
 	// so the cache under test is the one users get in steady state.
@@ -110,7 +92,7 @@ func newStack(t *testing.T) *stack {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return &stack{emu: emu, meter: meter, proxy: p, addr: ln.Addr().String()}
+	return &stack{emu: emu, meter: meter, proxy: p.Proxy, addr: p.Addr}
 }
 
 // rulesFor is the sample rules.yaml with this test's Redis key prefix and outbox
