@@ -3,6 +3,8 @@ package classify
 import (
 	"slices"
 	"strings"
+
+	"github.com/harvest-hub/edge/proxy/firestorepath"
 )
 
 // queryParam is one parameter of a query string, percent-decoded ('+' is a space).
@@ -50,31 +52,20 @@ func unescapeQuery(b *strings.Builder, s string) (string, bool) {
 		case '+':
 			b.WriteByte(' ')
 		case '%':
-			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			if i+2 >= len(s) {
 				return "", false
 			}
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			d, ok := firestorepath.Unhex(s[i+1], s[i+2])
+			if !ok {
+				return "", false
+			}
+			b.WriteByte(d)
 			i += 2
 		default:
 			b.WriteByte(c)
 		}
 	}
 	return b.String()[start:], true
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c >= 'a':
-		return c - 'a' + 10
-	default:
-		return c - 'A' + 10
-	}
 }
 
 // transportNoise are parameters that never change response bytes: quota attribution and

@@ -163,10 +163,13 @@ func unescapeSegment(b *strings.Builder, seg string) (int, error) {
 	for i := 0; i < len(seg); i++ {
 		c := seg[i]
 		if c == '%' {
-			if i+2 >= len(seg) || !isHex(seg[i+1]) || !isHex(seg[i+2]) {
+			var ok bool
+			if i+2 < len(seg) {
+				c, ok = Unhex(seg[i+1], seg[i+2])
+			}
+			if !ok {
 				return 0, fmt.Errorf("invalid escape %q", truncate(seg[i:]))
 			}
-			c = unhex(seg[i+1])<<4 | unhex(seg[i+2])
 			i += 2
 			if c == '/' {
 				return 0, errors.New("encoded '/' in a segment")
@@ -189,6 +192,15 @@ func isVerb(s string) bool {
 		}
 	}
 	return true
+}
+
+// Unhex decodes the two hex digits of a %XX escape; ok is false when either is not a
+// hex digit. Shared by the path and query decoders, which differ in what they refuse.
+func Unhex(hi, lo byte) (c byte, ok bool) {
+	if !isHex(hi) || !isHex(lo) {
+		return 0, false
+	}
+	return unhex(hi)<<4 | unhex(lo), true
 }
 
 func isHex(c byte) bool {
