@@ -257,6 +257,7 @@ say "Go micro-benchmarks and the emitter ratio"
 	micro "proxy/cache" ./proxy/cache/ 'BenchmarkL1Get|BenchmarkValid|BenchmarkLookupL1'
 	micro "proxy hit path (Handle, in process)" ./proxy/ 'BenchmarkHitL1'
 	micro "emitter (256 in flight, same broker)" ./emitter/ 'BenchmarkEmitConfirms|BenchmarkBareAmqpConfirms' 3s
+	micro "write latency the emitter adds (two proxies written to alternately, same emulator)" ./proxy/ 'BenchmarkWriteEventsAddedLatency' 300x
 } >"$WORK/micro.txt"
 awk '/BenchmarkEmitConfirms/ {for (i=1;i<NF;i++) if ($(i+1)=="msgs/s") print "emit_msgs_per_s=" $i}
      /BenchmarkBareAmqpConfirms/ {for (i=1;i<NF;i++) if ($(i+1)=="msgs/s") print "bare_msgs_per_s=" $i}' "$WORK/micro.txt" >>"$RES"

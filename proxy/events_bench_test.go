@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -75,17 +74,6 @@ func benchProxy(b *testing.B, events bool) (url, docs string) {
 		}
 	})
 	return "http://" + ln.Addr().String(), "/v1/projects/" + project + "/databases/(default)/documents"
-}
-
-// reportPercentiles adds p50 and p99 latencies to a benchmark's output.
-func reportPercentiles(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	at := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) }
-	b.ReportMetric(at(0.50), "p50-µs")
-	b.ReportMetric(at(0.99), "p99-µs")
 }
 
 // deleteExchange removes an exchange the publisher declared.
