@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 # do not crowd a two-core machine.
 TEST_FLAGS ?= -race -count=1 -timeout 20m -p 2
 
-.PHONY: help build run test dev-services vet staticcheck gotest bench fmt certs docker-up docker-down docker-logs clean
+.PHONY: help build run test dev-services vet staticcheck gotest bench fuzz fmt certs docker-up docker-down docker-logs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -40,6 +40,15 @@ gotest:
 
 bench: build dev-services ## benchmarks, printed side by side with their baselines
 	@bash deploy/bench.sh
+
+FUZZTIME ?= 20s
+fuzz: ## run every fuzz target for FUZZTIME each (the seeds also run in make test)
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./proxy/classify/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyParams$$' -fuzztime $(FUZZTIME) ./proxy/classify/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxy/firestorepath/
+	$(GO) test -run '^$$' -fuzz '^FuzzEntryUnmarshal$$' -fuzztime $(FUZZTIME) ./proxy/cache/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./rules/
+	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./rules/
 
 certs: ## a self-signed TLS pair for nginx in development (deploy/certs/)
 	@bash deploy/make-certs.sh
