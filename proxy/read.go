@@ -58,7 +58,7 @@ func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request, ak aliasKe
 func (p *Proxy) serveRead(ctx *fasthttp.RequestCtx, plan *readPlan) {
 	rule, key, tags, op := plan.rule, plan.key, plan.tags, plan.op
 	now := time.Now()
-	e, src, err := p.tiers.Lookup(context.Background(), key, tags, rule.Consistency, now)
+	e, src, stamp, err := p.tiers.LookupStamped(context.Background(), key, tags, rule.Consistency, now)
 	if err != nil {
 		p.log.Debug("cache lookup failed; serving from upstream", "err", err)
 	}
@@ -81,7 +81,13 @@ func (p *Proxy) serveRead(ctx *fasthttp.RequestCtx, plan *readPlan) {
 	out := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(out)
 	p.up.Prepare(ctx, out, true)
-	res, err := p.fill(out, op, rule, key, tags)
+	// A lookup that reached L2 began the read (its stamp was taken there, before the
+	// upstream is asked), so the miss costs no second round trip to Redis.
+	var st *cache.Stamp
+	if stamp.Gens != nil {
+		st = &stamp
+	}
+	res, err := p.fill(out, op, rule, key, tags, st)
 	if err != nil || res.status >= 500 {
 		if e != nil && rule.StaleIfError > 0 && now.Before(e.FreshUntil.Add(rule.StaleIfError)) {
 			p.serveEntry(ctx, op, e, resultStale, now)
@@ -102,17 +108,24 @@ func (p *Proxy) serveRead(ctx *fasthttp.RequestCtx, plan *readPlan) {
 	ctx.Response.Header.SetCanonical(hdrXCache, xCacheValues[resultMiss])
 }
 
-// fill asks the upstream for a read and stores the answer when the rule allows.
-// Callers with the same key and the same generation stamp share one upstream call: the
+// fill asks the upstream for a read and stores the answer when the rule allows. The
+// read is stamped by stamp when given (taken by the cache lookup just before), else
+// by Begin here. Callers with the same key and the same generation stamp share one
+// upstream call: the
 // stamp is part of the flight key, so a read that begins after a write's bump never
 // joins a call that began before it (and could return what the write replaced).
 // A shared answer the cache refused (an error, a 403 for one caller's credentials) is
 // not trusted for the others: each of them asks on its own.
-func (p *Proxy) fill(out *fasthttp.Request, op classify.Op, rule *rules.Rule, key cache.Key, tags []string) (*fetched, error) {
-	stamp, stampErr := p.tiers.Begin(context.Background(), tags)
-	if stampErr != nil {
-		// Without a stamp nothing can be stored safely, so there is nothing to share.
-		return p.fetch(out, op, rule, key, tags, nil)
+func (p *Proxy) fill(out *fasthttp.Request, op classify.Op, rule *rules.Rule, key cache.Key, tags []string, begun *cache.Stamp) (*fetched, error) {
+	var stamp cache.Stamp
+	if begun != nil {
+		stamp = *begun
+	} else {
+		var stampErr error
+		if stamp, stampErr = p.tiers.Begin(context.Background(), tags); stampErr != nil {
+			// Without a stamp nothing can be stored safely, so there is nothing to share.
+			return p.fetch(out, op, rule, key, tags, nil)
+		}
 	}
 	v, err, shared := p.flight.Do(flightKey(key, stamp), func() (any, error) {
 		return p.fetch(out, op, rule, key, tags, &stamp)
@@ -169,7 +182,9 @@ func (p *Proxy) fetch(out *fasthttp.Request, op classify.Op, rule *rules.Rule, k
 		Tags:        tags,
 	}
 	stamp.Apply(e)
-	if err := p.tiers.Fill(context.Background(), key, e); err != nil {
+	// The L2 write (a compare-and-set against the stamp, so it can never store a read
+	// that a bump after the stamp outdated) runs after the client is answered.
+	if err := p.tiers.FillBehind(key, e); err != nil {
 		p.log.Debug("cache fill incomplete", "err", err)
 	}
 	res.cached = true
@@ -183,7 +198,7 @@ func (p *Proxy) revalidate(ctx *fasthttp.RequestCtx, op classify.Op, rule *rules
 	p.up.Prepare(ctx, out, true)
 	go func() {
 		defer fasthttp.ReleaseRequest(out)
-		if _, err := p.fill(out, op, rule, key, tags); err != nil {
+		if _, err := p.fill(out, op, rule, key, tags, nil); err != nil {
 			p.log.Warn("background revalidation failed", "op", op.String(), "err", err)
 		}
 	}()

@@ -95,3 +95,33 @@ func BenchmarkL2Get(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkL2GetParallel is L2 lookups from 64 concurrent callers (the shape of an L2
+// hit under load): their round trips are shared.
+func BenchmarkL2GetParallel(b *testing.B) {
+	ctx := context.Background()
+	prefix := testPrefix(b)
+	rdb := testClient(b, redisAddr, time.Second)
+	l2 := NewL2(rdb, prefix, time.Second, nil)
+	tags := []string{tagP1, tagAll}
+	e := stamped(tags, Stamp{Gens: []uint64{0, 0}}, string(make([]byte, 1<<10)))
+	keys := make([]Key, 16)
+	for i := range keys {
+		keys[i] = key(fmt.Sprint("bench", i))
+		if ok, err := l2.Set(ctx, keys[i], e); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+	b.SetParallelism(64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if e, _, err := l2.Get(ctx, keys[i%len(keys)], tags); e == nil || err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}

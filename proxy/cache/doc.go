@@ -41,4 +41,8 @@
 // wrapped with the operation, counted in metrics, and never panic; callers treat them
 // as misses. Nothing in this package blocks a request for longer than that timeout,
 // except Bump(…, WaitApplied), which waits at most the acknowledgement timeout.
+// Concurrent L2 lookups share round trips (one pipeline per batch, see l2batch.go);
+// a lookup's timeout counts from when it was queued. L2 writes of fills may run in
+// the background (Tiers.FillBehind); they are the same compare-and-set, so running
+// late never stores a stale entry.
 package cache

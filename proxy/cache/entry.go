@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"time"
+	"unsafe"
 )
 
 // Entry is one cached answer.
@@ -151,7 +152,28 @@ func (e *Entry) MarshalBinary() ([]byte, error) {
 
 // UnmarshalBinary decodes what MarshalBinary produced. Any other input yields an
 // error wrapping ErrCorrupt, never a panic. It does not retain data. Epoch is 0.
-func (e *Entry) UnmarshalBinary(data []byte) error {
+func (e *Entry) UnmarshalBinary(data []byte) error { return e.unmarshal(data, false) }
+
+// decodeEntryString decodes an entry from s (an L2 reply) without copying: Body,
+// ContentType and Tags alias s's memory. That is safe because strings are immutable
+// and so are entries: nobody writes to an Entry's Body.
+func decodeEntryString(s string) (*Entry, error) {
+	e := new(Entry)
+	if err := e.unmarshal(unsafe.Slice(unsafe.StringData(s), len(s)), true); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// unmarshal decodes data; with alias, data is immutable and may be retained by the
+// entry (no copies are made).
+func (e *Entry) unmarshal(data []byte, alias bool) error {
+	str := func(b []byte) string {
+		if alias && len(b) > 0 {
+			return unsafe.String(&b[0], len(b))
+		}
+		return string(b)
+	}
 	d := decoder{b: data}
 	if v := d.byte(); v != entryVersion {
 		if d.err != nil {
@@ -165,7 +187,7 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 		return fmt.Errorf("%w: status %d", ErrCorrupt, status)
 	}
 	out.Status = int(status)
-	out.ContentType = string(d.bytes())
+	out.ContentType = str(d.bytes())
 	out.StoredAt = nanosToTime(d.varint())
 	out.FreshUntil = nanosToTime(d.varint())
 	out.StaleUntil = nanosToTime(d.varint())
@@ -180,11 +202,13 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 		return fmt.Errorf("%w: %d tags", ErrCorrupt, nTags)
 	}
 	if d.err == nil && nTags > 0 {
+		// One allocation for the gens and the tag hashes.
+		nums := make([]uint64, 2*nTags)
 		out.Tags = make([]string, nTags)
-		out.Gens = make([]uint64, nTags)
-		out.tagHashes = make([]uint64, nTags)
+		out.Gens = nums[:nTags:nTags]
+		out.tagHashes = nums[nTags:]
 		for i := range out.Tags {
-			out.Tags[i] = string(d.bytes())
+			out.Tags[i] = str(d.bytes())
 			out.Gens[i] = d.uvarint()
 			out.tagHashes[i] = hashTag(out.Tags[i])
 		}
@@ -196,7 +220,11 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 	if len(d.b) != 0 {
 		return fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
 	}
-	out.Body = append([]byte(nil), body...)
+	if alias {
+		out.Body = body[:len(body):len(body)]
+	} else {
+		out.Body = append([]byte(nil), body...)
+	}
 	*e = out
 	return nil
 }

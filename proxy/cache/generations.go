@@ -306,6 +306,17 @@ func (g *Generations) matches(e *Entry) bool {
 	return true
 }
 
+// knows reports whether the local table holds a generation for every tag (so their
+// keys exist in Redis, unless one expired or was lost since).
+func (g *Generations) knows(tags []string) bool {
+	for _, tag := range tags {
+		if gen, ok := g.table.get(hashTag(tag), tag); !ok || gen == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Snapshot returns the current generations of tags, to stamp a read that is about
 // to begin. With Redis it is one script call (snapshotScript: missing keys are
 // created, never read as 0), and the local table learns the answer; with no Redis the

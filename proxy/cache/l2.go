@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -12,13 +11,17 @@ import (
 )
 
 // L2 is the Redis tier shared by every replica: entries under <prefix>e:<hex key>,
-// expiring at their StaleUntil. Every call is one round trip bounded by the timeout.
+// expiring at their StaleUntil. Every call is one round trip bounded by the timeout;
+// concurrent lookups share round trips (see batcher).
 type L2 struct {
 	rdb     redis.UniversalClient
 	prefix  string
 	timeout time.Duration
+	genTTL  time.Duration // of generation keys lookupScript creates
 	m       *Metrics
 	set     *redis.Script
+	lookup  *redis.Script
+	batch   batcher
 }
 
 // setScript is the "no stale fill" guard: it stores the entry only if every tag's
@@ -42,7 +45,12 @@ func NewL2(rdb redis.UniversalClient, prefix string, timeout time.Duration, m *M
 	if timeout <= 0 {
 		timeout = 25 * time.Millisecond
 	}
-	return &L2{rdb: rdb, prefix: prefix, timeout: timeout, m: m, set: redis.NewScript(setScript)}
+	l := &L2{
+		rdb: rdb, prefix: prefix, timeout: timeout, genTTL: 7 * 24 * time.Hour, m: m,
+		set: redis.NewScript(setScript), lookup: redis.NewScript(lookupScript),
+	}
+	l.batch.l = l
+	return l
 }
 
 func (l *L2) entryKey(k Key) string {
@@ -54,48 +62,20 @@ func (l *L2) entryKey(k Key) string {
 func (l *L2) genKey(tag string) string { return l.prefix + "gen:" + tag }
 
 // Get fetches the entry under k and the current generations of tags in one round
-// trip. The entry is nil when absent (or undecodable: that is counted and returned
-// as an error too). gens is returned whenever err is nil, so the caller can compare
-// (Entry.Current) and learn them. Decoded entries have Epoch 0.
+// trip (one MGET, shared with concurrent lookups). The entry is nil when absent (or
+// undecodable: that is counted and returned as an error too). gens is returned
+// whenever err is nil, so the caller can compare (Entry.Current) and learn them; a
+// generation key that does not exist reads as 0. Decoded entries have Epoch 0; gens
+// must not be modified.
 func (l *L2) Get(ctx context.Context, k Key, tags []string) (*Entry, []uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
-	pipe := l.rdb.Pipeline()
-	get := pipe.Get(ctx, l.entryKey(k))
-	var mget *redis.SliceCmd
-	if len(tags) > 0 {
-		keys := make([]string, len(tags))
-		for i, t := range tags {
-			keys[i] = l.genKey(t)
-		}
-		mget = pipe.MGet(ctx, keys...)
-	}
-	_, err := pipe.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		l.m.redisError("l2_get")
-		return nil, nil, fmt.Errorf("cache: l2 get %x: %w", k[:4], err)
-	}
-	gens := make([]uint64, len(tags))
-	if mget != nil {
-		if err := parseGens(mget.Val(), gens); err != nil {
-			l.m.redisError("l2_get")
-			return nil, nil, fmt.Errorf("cache: l2 get %x: %w", k[:4], err)
-		}
-	}
-	raw, err := get.Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, gens, nil
-	}
-	if err != nil {
-		l.m.redisError("l2_get")
-		return nil, nil, fmt.Errorf("cache: l2 get %x: %w", k[:4], err)
-	}
-	e := new(Entry)
-	if err := e.UnmarshalBinary(raw); err != nil {
-		l.m.redisError("l2_decode")
-		return nil, gens, fmt.Errorf("cache: l2 get %x: %w", k[:4], err)
-	}
-	return e, gens, nil
+	return l.batch.get(ctx, k, tags, false, time.Time{})
+}
+
+// get is Get with the timeout counted from since (zero: now); with create, missing
+// generation keys are created (lookupScript), so that no generation reads as 0 and
+// the answer can stamp a read.
+func (l *L2) get(ctx context.Context, k Key, tags []string, create bool, since time.Time) (*Entry, []uint64, error) {
+	return l.batch.get(ctx, k, tags, create, since)
 }
 
 // Set stores e under k until e.StaleUntil, but only if every tag's current

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +59,9 @@ type Config struct {
 //	               (skip Fill when Begin failed: the read cannot prove it is not stale)
 //	write: t.BeforeWrite(ctx, tags); forward; on success t.AfterWrite(ctx, tags)
 //
+// The proxy's fast variant of the read: LookupStamped, whose stamp (when it has one)
+// replaces Begin, and FillBehind, which writes L2 after the client is answered.
+//
 // Errors are for logging only: a failed Lookup is a miss; a failed Begin means
 // "serve the answer but do not Fill"; a failed BeforeWrite/AfterWrite must not fail
 // the write (the failed bump is re-sent once Redis answers; ErrAckTimeout means a
@@ -70,7 +75,20 @@ type Tiers struct {
 
 	own     *redis.Client // dialed by New, closed by Close
 	maxLife time.Duration
+	log     *slog.Logger
+
+	// Fills whose L2 write runs after the client was answered (FillBehind): at most
+	// cap(fillSlots) at once; pending maps their key to a channel closed when done,
+	// so that a Lookup of that key on this replica waits for the write instead of
+	// missing (and asking the upstream again).
+	fillSlots chan struct{}
+	fills     sync.WaitGroup
+	pending   sync.Map // Key -> chan struct{}
 }
+
+// maxFillsBehind bounds the L2 writes FillBehind runs in the background; beyond it
+// FillBehind writes before returning (backpressure instead of unbounded memory).
+const maxFillsBehind = 256
 
 // NewRedisClient dials rules.Cache.RedisURL with options suited to a cache on the
 // request path: context deadlines honored, every timeout = RedisTimeout, no retries
@@ -97,7 +115,11 @@ func NewRedisClient(c rules.Cache) (*redis.Client, error) {
 // with in-process generations (always trusted).
 func New(cfg Config) (*Tiers, error) {
 	m := NewMetrics(cfg.Registerer)
-	t := &Tiers{}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	t := &Tiers{log: log.With("component", "cache.tiers"), fillSlots: make(chan struct{}, maxFillsBehind)}
 	rdb := cfg.Redis
 	if rdb == nil && cfg.Cache.RedisURL != "" {
 		c, err := NewRedisClient(cfg.Cache)
@@ -123,12 +145,15 @@ func New(cfg Config) (*Tiers, error) {
 	}
 	if rdb != nil {
 		t.L2 = NewL2(rdb, gens.opt.Prefix, gens.opt.Timeout, m)
+		t.L2.genTTL = gens.opt.GenTTL
 	}
 	return t, nil
 }
 
-// Close stops the subscription and closes a Redis client New dialed.
+// Close waits for background fills, stops the subscription and closes a Redis
+// client New dialed.
 func (t *Tiers) Close() error {
+	t.fills.Wait()
 	var errs []error
 	if t.Gens != nil {
 		errs = append(errs, t.Gens.Close())
@@ -148,27 +173,57 @@ func (t *Tiers) Close() error {
 // Returned entries are Usable at now; Entry.Fresh tells a hit from a stale one. An
 // error (Redis) comes with Miss and is only for logging: serve from upstream.
 func (t *Tiers) Lookup(ctx context.Context, key Key, tags []string, c rules.Consistency, now time.Time) (*Entry, Source, error) {
+	e, src, _, err := t.LookupStamped(ctx, key, tags, c, now)
+	return e, src, err
+}
+
+// LookupStamped is Lookup that also begins the read when it asks L2: the
+// generations L2 answers are read in the same atomic command as the entry, after the
+// epoch was taken, with missing generation keys created as Snapshot does (never 0).
+// They are exactly what Begin would have returned at that moment, which is before
+// the caller asks the upstream; so st may stamp the read that follows a miss, and no
+// separate Begin round trip is needed. st.Gens is nil when there is no such stamp
+// (an L1 answer, no Redis, a Redis error): call Begin then. st.Gens must not be
+// modified.
+func (t *Tiers) LookupStamped(ctx context.Context, key Key, tags []string, c rules.Consistency, now time.Time) (e *Entry, src Source, st Stamp, err error) {
 	if e := t.L1.Get(key); e != nil && e.Usable(now) {
 		if t.Gens.Valid(e) || (c == rules.Eventual && t.Gens.ValidEventual(e)) {
-			return e, HitL1, nil
+			return e, HitL1, Stamp{}, nil
 		}
 	}
 	if t.L2 == nil {
-		return nil, Miss, nil
+		return nil, Miss, Stamp{}, nil
+	}
+	var since time.Time
+	if v, ok := t.pending.Load(key); ok {
+		// This replica is writing key to L2 (FillBehind): read what it wrote. The wait
+		// counts against the lookup's one Redis timeout.
+		since = time.Now()
+		select {
+		case <-v.(chan struct{}):
+		case <-ctx.Done():
+		}
 	}
 	epoch, drops := t.Gens.Epoch(), t.Gens.table.drops.Load()
-	e, gens, err := t.L2.Get(ctx, key, tags)
+	// Usually the replica has seen these tags, so their keys exist: a plain MGET,
+	// cheapest for Redis (a key that vanished since reads 0: then no stamp). Else
+	// lookupScript, which creates them.
+	var gens []uint64
+	e, gens, err = t.L2.get(ctx, key, tags, !t.Gens.knows(tags), since)
 	if err != nil {
-		return nil, Miss, err
+		return nil, Miss, Stamp{}, err
 	}
 	t.Gens.learn(tags, gens, epoch, drops)
+	if !slices.Contains(gens, 0) {
+		st = Stamp{Gens: gens, Epoch: epoch}
+	}
 	if e == nil || !e.Current(tags, gens) || !e.Usable(now) {
-		return nil, Miss, nil
+		return nil, Miss, st, nil
 	}
 	// Current as of a read that began in epoch: stamp it so, for L1.
 	e.Epoch = epoch
 	t.L1.Add(key, e)
-	return e, HitL2, nil
+	return e, HitL2, st, nil
 }
 
 // Begin stamps a read about to be sent upstream (Generations.Snapshot).
@@ -181,6 +236,51 @@ func (t *Tiers) Begin(ctx context.Context, tags []string) (Stamp, error) {
 // entry's lifetime is capped at half the generation keys' TTL. e must not be shared
 // yet; it must not be modified afterwards. The error is only for logging.
 func (t *Tiers) Fill(ctx context.Context, key Key, e *Entry) error {
+	if err := t.fillL1(key, e); err != nil || t.L2 == nil {
+		return err
+	}
+	_, err := t.L2.Set(ctx, key, e)
+	return err
+}
+
+// FillBehind is Fill with the L2 write done in the background, so the caller can
+// answer its client without waiting for it. That cannot store a stale entry: the
+// write is the same compare-and-set against the generations e recorded, so a bump
+// at any moment after the stamp (before or while the write is queued) makes Redis
+// refuse it, exactly as if it had been written synchronously later. At most
+// maxFillsBehind writes run at once; beyond that FillBehind writes before returning.
+// Errors of background writes are counted (redis errors, l2_set) and logged. Close
+// waits for them.
+func (t *Tiers) FillBehind(key Key, e *Entry) error {
+	if err := t.fillL1(key, e); err != nil || t.L2 == nil {
+		return err
+	}
+	select {
+	case t.fillSlots <- struct{}{}:
+	default:
+		_, err := t.L2.Set(context.Background(), key, e)
+		return err
+	}
+	done := make(chan struct{})
+	t.pending.Store(key, done)
+	t.fills.Add(1)
+	go func() {
+		defer func() {
+			t.pending.CompareAndDelete(key, done)
+			close(done)
+			<-t.fillSlots
+			t.fills.Done()
+		}()
+		if _, err := t.L2.Set(context.Background(), key, e); err != nil {
+			t.log.Debug("background L2 fill failed", "err", err)
+		}
+	}()
+	return nil
+}
+
+// fillL1 checks and caps e, and adds it to L1 if no bump of its tags has been seen
+// since its stamp.
+func (t *Tiers) fillL1(key Key, e *Entry) error {
 	if len(e.Tags) != len(e.Gens) {
 		return fmt.Errorf("cache: fill: %d tags but %d gens (not stamped?)", len(e.Tags), len(e.Gens))
 	}
@@ -194,11 +294,7 @@ func (t *Tiers) Fill(ctx context.Context, key Key, e *Entry) error {
 	if t.Gens.Valid(e) {
 		t.L1.Add(key, e)
 	}
-	if t.L2 == nil {
-		return nil
-	}
-	_, err := t.L2.Set(ctx, key, e)
-	return err
+	return nil
 }
 
 // BeforeWrite bumps the tags a write touches, before it is forwarded: reads that
