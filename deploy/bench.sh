@@ -255,7 +255,8 @@ say "Go micro-benchmarks and the emitter ratio"
 	micro "rules (300 rules)" ./rules/ 'BenchmarkMatch'
 	micro "proxy/classify" ./proxy/classify/ 'BenchmarkClassify'
 	micro "proxy/cache" ./proxy/cache/ 'BenchmarkL1Get|BenchmarkValid|BenchmarkLookupL1'
-	micro "proxy hit path (Handle, in process)" ./proxy/ 'BenchmarkHitL1'
+	micro "proxy hit path (Handle, in process; L2 with 64 callers, L1 off)" ./proxy/ 'BenchmarkHitL1|BenchmarkHitL2'
+	micro "proxy/cache L2 (real Redis)" ./proxy/cache/ 'BenchmarkL2Get'
 	micro "emitter (256 in flight, same broker)" ./emitter/ 'BenchmarkEmitConfirms|BenchmarkBareAmqpConfirms' 3s
 	micro "write latency the emitter adds (two proxies written to alternately, same emulator)" ./proxy/ 'BenchmarkWriteEventsAddedLatency' 300x
 } >"$WORK/micro.txt"
