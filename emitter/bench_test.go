@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harvest-hub/edge/internal/testbed"
+
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/harvest-hub/edge/emitter/event"
@@ -24,7 +26,7 @@ const benchInFlight = 256
 // BenchmarkEmitConfirms: benchInFlight concurrent callers, one event per Emit, each
 // waiting for its own confirm, as concurrent proxy requests do.
 func BenchmarkEmitConfirms(b *testing.B) {
-	exchange := uniqueName("bench.events")
+	exchange := testbed.UniqueName("bench.events")
 	declareExchange(b, exchange)
 	e, _ := newEmitter(b, rules.Events{AMQPURL: brokerURL, Exchange: exchange, OutboxDir: b.TempDir()})
 	waitConnected(b, e)
@@ -54,7 +56,7 @@ func BenchmarkEmitConfirms(b *testing.B) {
 // BenchmarkBareAmqpConfirms: the ceiling, a bare amqp091-go publisher on one
 // confirm-mode channel keeping benchInFlight messages unconfirmed.
 func BenchmarkBareAmqpConfirms(b *testing.B) {
-	exchange := uniqueName("bench.events")
+	exchange := testbed.UniqueName("bench.events")
 	declareExchange(b, exchange)
 	conn, err := amqp.Dial(brokerURL)
 	if err != nil {

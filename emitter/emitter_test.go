@@ -2,8 +2,6 @@ package emitter
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,12 +31,6 @@ const (
 	brokerURL  = "amqp://guest:guest@" + brokerAddr + "/"
 )
 
-func uniqueName(prefix string) string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return prefix + "." + hex.EncodeToString(b)
-}
-
 func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -46,38 +38,10 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// subscribe declares exchange (as the publisher does) and an exclusive queue bound
-// to it with "#", straight to the broker (not through any relay). The exchange is
-// deleted when the test ends.
+// subscribe is testbed.Subscribe on the broker itself.
 func subscribe(t testing.TB, exchange string) <-chan amqp.Delivery {
 	t.Helper()
-	conn, err := amqp.Dial(brokerURL)
-	if err != nil {
-		t.Fatalf("RabbitMQ at %s is required for this test: %v", brokerAddr, err)
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare(uniqueName("test.q"), false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	d, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ch.ExchangeDelete(exchange, false, false)
-		conn.Close()
-	})
-	return d
+	return testbed.Subscribe(t, brokerURL, exchange)
 }
 
 func newEmitter(t testing.TB, cfg rules.Events) (*Emitter, *prometheus.Registry) {
@@ -175,7 +139,7 @@ func collect(t *testing.T, deliveries <-chan amqp.Delivery, want int) map[string
 }
 
 func TestPublishAndConsume(t *testing.T) {
-	exchange := uniqueName("test.events")
+	exchange := testbed.UniqueName("test.events")
 	deliveries := subscribe(t, exchange)
 	e, reg := newEmitter(t, rules.Events{AMQPURL: brokerURL, Exchange: exchange, OutboxDir: t.TempDir()})
 	waitConnected(t, e)
@@ -218,7 +182,7 @@ func TestPublishAndConsume(t *testing.T) {
 // concurrent emits and restores it: every Emit returns nil, and all 500 events
 // arrive, in order per document.
 func TestCutConnectionLosesNothing(t *testing.T) {
-	exchange := uniqueName("test.events")
+	exchange := testbed.UniqueName("test.events")
 	deliveries := subscribe(t, exchange)
 	relay := testbed.NewRelay(t, brokerAddr)
 	e, _ := newEmitter(t, rules.Events{AMQPURL: "amqp://guest:guest@" + relay.Addr() + "/", Exchange: exchange, OutboxDir: t.TempDir()})
@@ -261,7 +225,7 @@ func TestCutConnectionLosesNothing(t *testing.T) {
 // are delivered by the next process on the same directory, and only once it drained
 // are they gone for good (a third start republishes nothing).
 func TestOutboxSurvivesRestart(t *testing.T) {
-	exchange := uniqueName("test.events")
+	exchange := testbed.UniqueName("test.events")
 	dir := t.TempDir()
 
 	first, _ := newEmitter(t, rules.Events{OutboxDir: dir})
@@ -304,7 +268,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 // TestOrderHoldsBehindOutbox: while the outbox holds events, a new event for the same
 // document must queue behind them even though the broker is up.
 func TestOrderHoldsBehindOutbox(t *testing.T) {
-	exchange := uniqueName("test.events")
+	exchange := testbed.UniqueName("test.events")
 	dir := t.TempDir()
 	first, _ := newEmitter(t, rules.Events{OutboxDir: dir})
 	const queued = 2000 // several drain batches, so the drainer is still busy below

@@ -38,7 +38,7 @@ func benchProxy(b *testing.B, events bool) (url, docs string) {
 	}
 	o := Options{Upstream: emu.URL, Rules: store, Registry: prometheus.NewRegistry()}
 	var em *emitter.Emitter
-	exchange := uniqueName("bench.events")
+	exchange := testbed.UniqueName("bench.events")
 	if events {
 		em, err = emitter.New(rules.Events{AMQPURL: brokerURL, Exchange: exchange, OutboxDir: b.TempDir()}, slog.New(slog.DiscardHandler), nil)
 		if err != nil {

@@ -6,8 +6,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -89,45 +87,12 @@ type eventQueue struct {
 	ch       <-chan amqp.Delivery
 }
 
-func uniqueName(prefix string) string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return prefix + "." + hex.EncodeToString(b)
-}
-
 // newEventQueue declares a unique durable topic exchange (as the publisher does) and an
 // exclusive queue bound to it with "#"; both are deleted when the test ends.
 func newEventQueue(t *testing.T) *eventQueue {
 	t.Helper()
-	exchange := uniqueName("test.events")
-	conn, err := amqp.Dial(brokerURL)
-	if err != nil {
-		t.Fatalf("RabbitMQ at %s is required (deploy/dev-services.sh starts it): %v", brokerAddr, err)
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare(uniqueName("test.q"), false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	d, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ch.QueueDelete(q.Name, false, false, false)
-		ch.ExchangeDelete(exchange, false, false)
-		conn.Close()
-	})
-	return &eventQueue{t: t, exchange: exchange, ch: d}
+	exchange := testbed.UniqueName("test.events")
+	return &eventQueue{t: t, exchange: exchange, ch: testbed.Subscribe(t, brokerURL, exchange)}
 }
 
 // next waits for the next delivery (the bound only keeps a broken test from hanging).

@@ -8,9 +8,7 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -121,7 +119,7 @@ func newHarness(t *testing.T, s setup) *harness {
 		emu:     emu,
 		project: emu.NewProject(t),
 		meter:   testbed.NewMeter(t, emu.URL),
-		prefix:  "test:" + randomHex(6) + ":",
+		prefix:  "test:" + testbed.RandomHex(6) + ":",
 		http: &http.Client{
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
@@ -282,12 +280,6 @@ func (h *harness) deleteRedisKeys() {
 		}
 		keys = keys[n:]
 	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // docs is the REST path of the project's documents root.

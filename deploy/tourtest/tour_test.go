@@ -2,8 +2,6 @@ package tourtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -33,17 +31,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // ownVhost creates a RabbitMQ vhost for this test and deletes it afterwards, so the
 // worker's queues and the proxy's exchange live only there.
 func ownVhost(t *testing.T) string {
 	t.Helper()
-	vhost := "harvest-tour-" + randomHex(4)
+	vhost := "harvest-tour-" + testbed.RandomHex(4)
 	ctl := func(args ...string) {
 		t.Helper()
 		out, err := exec.Command("rabbitmqctl", args...).CombinedOutput()
@@ -101,7 +93,7 @@ func TestTheTourOfMakeRun(t *testing.T) {
 		t.Fatalf("building the binaries: %v\n%s", err, out)
 	}
 
-	prefix := "test:tour:" + randomHex(4) + ":"
+	prefix := "test:tour:" + testbed.RandomHex(4) + ":"
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	t.Cleanup(func() {
 		ctx := context.Background()

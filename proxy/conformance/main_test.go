@@ -2,8 +2,6 @@ package conformance
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -54,7 +52,7 @@ func newStack(t *testing.T) *stack {
 	t.Helper()
 	emu := testbed.Emulator(t)
 	meter := testbed.NewMeter(t, emu.URL)
-	prefix := "conformance:" + randomHex(6) + ":"
+	prefix := "conformance:" + testbed.RandomHex(6) + ":"
 
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	pctx, pcancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -140,12 +138,6 @@ func deleteKeys(t *testing.T, rdb *redis.Client, prefix string) {
 		}
 		keys = keys[n:]
 	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // observer is a reverse proxy on loopback between a client and the address under test
