@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -174,6 +175,10 @@ func serve(ctx context.Context, s workerSettings, cfg *rules.Config, log *slog.L
 		if err != nil {
 			return configError{fmt.Errorf("%s:%d: %w", s.configPath, hc.Line, err)}
 		}
+		if hc.Action == "webhook" && weakSecret(hc.Secret) {
+			log.Warn("webhook secret is the sample's or short: anyone who knows it can forge events; set WEBHOOK_SECRET to 32+ random characters",
+				"handler", hc.Name, "config", fmt.Sprintf("%s:%d", s.configPath, hc.Line))
+		}
 		routes = append(routes, worker.Route{Config: hc, Handler: h})
 	}
 
@@ -256,4 +261,10 @@ func adminMux(reg *prometheus.Registry, consumer *worker.Consumer, rdb *redis.Cl
 		})
 	}
 	return mux
+}
+
+// weakSecret reports a webhook secret that signs nothing worth trusting: the sample
+// rules.yaml's development default, or one short enough to guess.
+func weakSecret(secret string) bool {
+	return len(secret) < 16 || strings.Contains(secret, "change-me")
 }

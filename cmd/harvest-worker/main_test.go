@@ -180,3 +180,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestWeakWebhookSecrets(t *testing.T) {
+	for secret, weak := range map[string]bool{
+		"dev-secret-change-me":             true,
+		"short":                            true,
+		"":                                 true,
+		"k3J9x0Qm2Zr8Lw4Vb7Nc1Pt6Ys5Ha0Ue": false,
+	} {
+		if got := weakSecret(secret); got != weak {
+			t.Errorf("weakSecret(%q) = %v, want %v", secret, got, weak)
+		}
+	}
+}
