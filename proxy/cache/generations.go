@@ -168,10 +168,20 @@ return out
 // value of a missing key: if Redis later evicts or loses the key, it reads 0 again,
 // which matches no entry, instead of validating an entry stamped before writes that
 // the lost key had counted.
-const snapshotScript = `
+const snapshotScript = genOrCreateLua + `
 local out = {}
-local now
 for i, k in ipairs(KEYS) do
+  out[i] = genOrCreate(k, ARGV[1])
+end
+return out
+`
+
+// genOrCreateLua defines genOrCreate(key, ttlMillis) for the scripts that stamp a read
+// (snapshotScript, lookupScript): a generation key's value, first set to the server
+// time in µs when it does not exist, so no stamp is ever 0.
+const genOrCreateLua = `
+local now
+local function genOrCreate(k, ttl)
   local v = redis.call('GET', k)
   if not v then
     if not now then
@@ -179,11 +189,10 @@ for i, k in ipairs(KEYS) do
       now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
     end
     v = now
-    redis.call('SET', k, v, 'PX', ARGV[1])
+    redis.call('SET', k, v, 'PX', ttl)
   end
-  out[i] = v
+  return v
 end
-return out
 `
 
 // NewGenerations starts tracking generations. With Redis it subscribes in the

@@ -215,20 +215,10 @@ func sameTags(a, b []string) bool {
 // generation keys are first created as snapshotScript does (never read as 0), so the
 // generations it answers can stamp a read that begins now. KEYS: entry key, gen
 // keys…; ARGV: gen TTL ms. Returns {entry or false, gen…}.
-const lookupScript = `
+const lookupScript = genOrCreateLua + `
 local out = {redis.call('GET', KEYS[1])}
-local now
 for i = 2, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if not v then
-    if not now then
-      local t = redis.call('TIME')
-      now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-    end
-    v = now
-    redis.call('SET', KEYS[i], v, 'PX', ARGV[1])
-  end
-  out[i] = v
+  out[i] = genOrCreate(KEYS[i], ARGV[1])
 end
 return out
 `
