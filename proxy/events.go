@@ -61,7 +61,7 @@ func (p *Proxy) planEvents(ctx *fasthttp.RequestCtx, req *classify.Request) (pla
 		return nil, true
 	}
 	if err := em.Admit(); err != nil {
-		p.m.request(req.Op.String(), "ERROR")
+		p.m.requestOp(req.Op, resultError)
 		p.log.Warn("write refused: the event outbox is full", "op", req.Op.String(), "err", err)
 		apierror.Write(ctx, fasthttp.StatusServiceUnavailable, apierror.Unavailable,
 			"the proxy cannot record this write's events: its event outbox is full (the message broker "+

@@ -80,18 +80,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// request counts one answered request.
-func (m *metrics) request(op, result string) {
-	m.requests.WithLabelValues(op, result).Inc()
-	for i, n := range resultNames {
-		if n == result {
-			m.byResult[i].Add(1)
-		}
-	}
-}
-
-// requestOp is request for the hot path: no label hashing after the first call per
-// op and result.
+// requestOp counts one answered request. It is on the hot path: no label hashing
+// after the first call per op and result.
 func (m *metrics) requestOp(op classify.Op, r result) {
 	m.byResult[r].Add(1)
 	if int(op) >= maxOp {

@@ -202,11 +202,11 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		var ce *classify.Error
 		if errors.As(err, &ce) {
-			p.m.request(req.Op.String(), "ERROR")
+			p.m.requestOp(req.Op, resultError)
 			apierror.Write(ctx, ce.HTTPStatus, ce.Status, ce.Message)
 			return
 		}
-		p.m.request(req.Op.String(), "ERROR")
+		p.m.requestOp(req.Op, resultError)
 		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, err.Error())
 		return
 	}

@@ -109,11 +109,11 @@ func (p *Proxy) serveRead(ctx *fasthttp.RequestCtx, plan *readPlan) {
 }
 
 // fill asks the upstream for a read and stores the answer when the rule allows. The
-// read is stamped by stamp when given (taken by the cache lookup just before), else
+// read is stamped by begun when given (taken by the cache lookup just before), else
 // by Begin here. Callers with the same key and the same generation stamp share one
-// upstream call: the
-// stamp is part of the flight key, so a read that begins after a write's bump never
-// joins a call that began before it (and could return what the write replaced).
+// upstream call: the stamp is part of the flight key, so a read that begins after a
+// write's bump never joins a call that began before it (and could return what the
+// write replaced).
 // A shared answer the cache refused (an error, a 403 for one caller's credentials) is
 // not trusted for the others: each of them asks on its own.
 func (p *Proxy) fill(out *fasthttp.Request, op classify.Op, rule *rules.Rule, key cache.Key, tags []string, begun *cache.Stamp) (*fetched, error) {

@@ -56,7 +56,7 @@ func (p *Proxy) write(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	default:
 		p.m.writes.WithLabelValues(op, "failed").Inc()
 	}
-	p.m.request(op, "BYPASS")
+	p.m.requestOp(req.Op, resultBypass)
 	ctx.SetStatusCode(status)
 	if ct := resp.Header.ContentType(); len(ct) > 0 {
 		ctx.Response.Header.SetContentTypeBytes(ct)
