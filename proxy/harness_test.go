@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/harvest-hub/edge/emitter"
 	"github.com/harvest-hub/edge/internal/testbed"
@@ -74,7 +73,6 @@ type harness struct {
 	prefix   string
 	replicas []*replica
 	http     *http.Client
-	rdb      *redis.Client // nil without Redis
 
 	setup     setup  // what newHarness was given, defaults applied
 	rulesPath string // the replicas' rules.yaml
@@ -119,21 +117,15 @@ func newHarness(t *testing.T, s setup) *harness {
 		emu:     emu,
 		project: emu.NewProject(t),
 		meter:   testbed.NewMeter(t, emu.URL),
-		prefix:  "test:" + testbed.RandomHex(6) + ":",
 		http: &http.Client{
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
 		},
 	}
 	t.Cleanup(h.http.CloseIdleConnections)
+	h.prefix = "test:" + testbed.RandomHex(6) + ":"
 	if s.redis != "" {
-		h.rdb = redis.NewClient(&redis.Options{Addr: redisAddr})
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := h.rdb.Ping(ctx).Err(); err != nil {
-			t.Fatalf("harness: Redis at %s does not answer (start it: deploy/dev-services.sh): %v", redisAddr, err)
-		}
-		t.Cleanup(h.deleteRedisKeys) // registered first: runs after the replicas stopped
+		h.prefix = testbed.RedisPrefix(t, "proxy") // before the replicas: its keys go after they stop
 	}
 	yaml := h.rulesYAML(s)
 	path := filepath.Join(t.TempDir(), "rules.yaml")
@@ -255,31 +247,6 @@ func (h *harness) startReplica(rulesPath string, s setup, upstream string) *repl
 		}
 	}
 	return &replica{Proxy: p, url: "http://" + ln.Addr().String(), reg: reg, em: o.Emitter, stop: stop}
-}
-
-// deleteRedisKeys removes every key of this test's prefix (never FLUSH: others share
-// the server).
-func (h *harness) deleteRedisKeys() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	defer h.rdb.Close()
-	iter := h.rdb.Scan(ctx, 0, h.prefix+"*", 500).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		h.t.Errorf("harness: scanning %s*: %v", h.prefix, err)
-		return
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		if err := h.rdb.Del(ctx, keys[:n]...).Err(); err != nil {
-			h.t.Errorf("harness: deleting %s*: %v", h.prefix, err)
-			return
-		}
-		keys = keys[n:]
-	}
 }
 
 // docs is the REST path of the project's documents root.

@@ -35,6 +35,12 @@ func hitProxy(b testing.TB) *Proxy {
 // hitProxyRules is hitProxy under rules yaml; it also returns the rules file.
 func hitProxyRules(b testing.TB, yaml string) (*Proxy, string) {
 	b.Helper()
+	return hitProxyRedis(b, yaml, "")
+}
+
+// hitProxyRedis is hitProxyRules with the shared tier at redisURL ("" for none).
+func hitProxyRedis(b testing.TB, yaml, redisURL string) (*Proxy, string) {
+	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -53,7 +59,8 @@ func hitProxyRules(b testing.TB, yaml string) (*Proxy, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := New(Options{Upstream: "http://" + ln.Addr().String(), Rules: store, Registry: prometheus.NewRegistry()})
+	p, err := New(Options{Upstream: "http://" + ln.Addr().String(), Rules: store, Registry: prometheus.NewRegistry(),
+		RedisURL: redisURL})
 	if err != nil {
 		b.Fatal(err)
 	}

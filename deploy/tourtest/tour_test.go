@@ -1,7 +1,6 @@
 package tourtest
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -17,8 +16,6 @@ import (
 	"time"
 
 	"github.com/harvest-hub/edge/internal/testbed"
-
-	"github.com/redis/go-redis/v9"
 )
 
 func freeAddr(t *testing.T) string {
@@ -93,19 +90,7 @@ func TestTheTourOfMakeRun(t *testing.T) {
 		t.Fatalf("building the binaries: %v\n%s", err, out)
 	}
 
-	prefix := "test:tour:" + testbed.RandomHex(4) + ":"
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
-		rdb.Close()
-	})
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("Redis at 127.0.0.1:6379 does not answer (deploy/dev-services.sh starts it): %v", err)
-	}
+	prefix := testbed.RedisPrefix(t, "tour")
 	vhost := ownVhost(t)
 
 	// The sample rules send order events to a webhook: this one records them.

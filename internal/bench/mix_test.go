@@ -2,13 +2,9 @@ package bench
 
 import (
 	"bytes"
-	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
+	"github.com/harvest-hub/edge/proxy/proxytest"
+
 	"github.com/valyala/fasthttp"
 
 	"github.com/harvest-hub/edge/internal/testbed"
@@ -242,10 +238,7 @@ func seed(b *testing.B, emuURL, root string) {
 // (deleted afterwards), and returns its base URL once it trusts its L1.
 func startProxy(b *testing.B, upstream string) string {
 	b.Helper()
-	var id [6]byte
-	crand.Read(id[:])
-	prefix := "bench:" + hex.EncodeToString(id[:]) + ":"
-	redisAddr := "127.0.0.1:6379"
+	prefix := testbed.RedisPrefix(b, "bench") // before the proxy: its keys go after it stops
 	yaml := fmt.Sprintf("cache:\n  key_prefix: %q\n  redis_timeout: 250ms\nrules:\n"+
 		"  - match: /products/{p}\n    ttl: 30m\n    scope: shared\n", prefix)
 	path := filepath.Join(b.TempDir(), "rules.yaml")
@@ -256,24 +249,8 @@ func startProxy(b *testing.B, upstream string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, err := proxy.New(proxy.Options{
-		Upstream: upstream, RedisURL: "redis://" + redisAddr, Rules: store,
-		OutboxDir: b.TempDir(), Registry: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, ln) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-		deletePrefix(b, redisAddr, prefix)
+	p := proxytest.Start(b, proxy.Options{
+		Upstream: upstream, RedisURL: "redis://" + testbed.RedisAddr, Rules: store, OutboxDir: b.TempDir(),
 	})
 	for deadline := time.Now().Add(10 * time.Second); !p.Stats().Subscribed; {
 		if time.Now().After(deadline) {
@@ -281,26 +258,7 @@ func startProxy(b *testing.B, upstream string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return "http://" + ln.Addr().String()
-}
-
-func deletePrefix(b *testing.B, addr, prefix string) {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		if err := rdb.Del(ctx, keys[:n]...).Err(); err != nil {
-			b.Logf("deleting %s*: %v", prefix, err)
-			return
-		}
-		keys = keys[n:]
-	}
+	return "http://" + p.Addr
 }
 
 func writeResults(b *testing.B, res map[string]float64) {

@@ -19,7 +19,7 @@ import (
 // tier; without the write, the same sequence fills L2 (so the test is not vacuous).
 func TestLookupStampRefusesFillAfterABump(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	a := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 0, nil) // L2 only
 	b := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 1<<20, nil)
 	c := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 0, nil)
@@ -71,7 +71,7 @@ func TestLookupStampRefusesFillAfterABump(t *testing.T) {
 // the write: the next read after a miss is a hit, not a second upstream call.
 func TestFillBehindIsReadByTheNextLookup(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	tr := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 0, nil)
 	tags := []string{tagP1, tagAll}
 	for i := range 50 {
@@ -93,7 +93,7 @@ func TestFillBehindIsReadByTheNextLookup(t *testing.T) {
 // key's entry, and the generations Redis holds.
 func TestL2ConcurrentLookups(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	rdb := testClient(t, redisAddr, time.Second)
 	g := newGens(t, rdb, prefix)
 	l2 := NewL2(rdb, prefix, time.Second, nil)
@@ -146,7 +146,7 @@ func TestL2ConcurrentLookups(t *testing.T) {
 // A lookup queued behind a hung Redis gives up at the L2 timeout, counted from when it
 // was queued, not after the batch in flight plus its own.
 func TestL2QueuedLookupBoundedByTimeout(t *testing.T) {
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	relay := testbed.NewRelay(t, redisAddr)
 	const timeout = 200 * time.Millisecond
 	l2 := NewL2(testClient(t, relay.Addr(), timeout), prefix, timeout, nil)

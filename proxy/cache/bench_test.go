@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harvest-hub/edge/internal/testbed"
 	"github.com/harvest-hub/edge/rules"
 )
 
@@ -78,7 +79,7 @@ func BenchmarkLookupL1(b *testing.B) {
 // one round trip, 1 KiB body), sequential: the round-trip latency.
 func BenchmarkL2Get(b *testing.B) {
 	ctx := context.Background()
-	prefix := testPrefix(b)
+	prefix := testbed.RedisPrefix(b, "cache")
 	rdb := testClient(b, redisAddr, time.Second)
 	l2 := NewL2(rdb, prefix, time.Second, nil)
 	tags := []string{tagP1, tagAll}
@@ -100,7 +101,7 @@ func BenchmarkL2Get(b *testing.B) {
 // hit under load): their round trips are shared.
 func BenchmarkL2GetParallel(b *testing.B) {
 	ctx := context.Background()
-	prefix := testPrefix(b)
+	prefix := testbed.RedisPrefix(b, "cache")
 	rdb := testClient(b, redisAddr, time.Second)
 	l2 := NewL2(rdb, prefix, time.Second, nil)
 	tags := []string{tagP1, tagAll}

@@ -5,26 +5,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 // A generation key Redis evicts or loses reads as missing again. A read stamped before
 // the loss must never validate afterwards, even though no replica saw a bump: the
 // stamp is never the missing value.
 func TestLostGenerationKeyNeverValidatesAnOldEntry(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { rdb.Close() })
+	prefix := testbed.RedisPrefix(t, "cache")
+	rdb := testClient(t, redisAddr, time.Second)
 	ctx := context.Background()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at 127.0.0.1:6379 does not answer (start it: deploy/dev-services.sh): %v", err)
-	}
-	prefix := "test:evict:" + time.Now().Format("150405.000000") + ":"
-	t.Cleanup(func() {
-		keys, _ := rdb.Keys(ctx, prefix+"*").Result()
-		if len(keys) > 0 {
-			rdb.Del(ctx, keys...)
-		}
-	})
 	l2 := NewL2(rdb, prefix, time.Second, NewMetrics(nil))
 	gens, err := NewGenerations(GenerationsOptions{Redis: rdb, Prefix: prefix, Timeout: time.Second, Metrics: NewMetrics(nil)})
 	if err != nil {

@@ -78,7 +78,7 @@ func TestGenerationsForgottenTagIsUnknown(t *testing.T) {
 
 func TestGenerationsRedisBasics(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	rdb := testClient(t, redisAddr, time.Second)
 	g := newGens(t, rdb, prefix)
 	tags := []string{tagP1, tagAll}
@@ -131,7 +131,7 @@ func TestGenerationsRedisBasics(t *testing.T) {
 // applied it, with no sleep in between.
 func TestGenerationsBumpReachesOtherReplicaBeforeReturning(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	a := newGens(t, testClient(t, redisAddr, time.Second), prefix)
 	b := newGens(t, testClient(t, redisAddr, time.Second), prefix)
 	c := newGens(t, testClient(t, redisAddr, time.Second), prefix)
@@ -160,7 +160,7 @@ func TestGenerationsBumpReachesOtherReplicaBeforeReturning(t *testing.T) {
 // generations are learned again. A bump that failed during the cut is re-sent.
 func TestGenerationsRedisCut(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	relay := testbed.NewRelay(t, redisAddr)
 	rdb := testClient(t, relay.Addr(), 300*time.Millisecond)
 	g := newGens(t, rdb, prefix)
@@ -223,7 +223,7 @@ func TestGenerationsRedisCut(t *testing.T) {
 
 // A hung Redis (connection open, no bytes moving) is noticed by the health ping.
 func TestGenerationsRedisHung(t *testing.T) {
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	relay := testbed.NewRelay(t, redisAddr)
 	g := newGens(t, testClient(t, relay.Addr(), 300*time.Millisecond), prefix)
 	epoch := g.Epoch()

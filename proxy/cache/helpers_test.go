@@ -2,9 +2,7 @@ package cache
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"hash/maphash"
 	"testing"
 	"time"
@@ -13,40 +11,6 @@ import (
 )
 
 const redisAddr = "127.0.0.1:6379"
-
-// testPrefix returns a key prefix unique to this test and deletes every key under it
-// when the test ends. Redis must be up: the test fails, never skips.
-func testPrefix(t testing.TB) string {
-	t.Helper()
-	var b [6]byte
-	rand.Read(b[:])
-	prefix := "test:cache:" + hex.EncodeToString(b[:]) + ":"
-	admin := redis.NewClient(&redis.Options{Addr: redisAddr})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := admin.Ping(ctx).Err(); err != nil {
-		admin.Close()
-		t.Fatalf("Redis at %s is required by this test and is not answering: %v", redisAddr, err)
-	}
-	t.Cleanup(func() {
-		defer admin.Close()
-		ctx := context.Background()
-		iter := admin.Scan(ctx, 0, prefix+"*", 500).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if err := iter.Err(); err != nil {
-			t.Errorf("cleanup scan: %v", err)
-		}
-		if len(keys) > 0 {
-			if err := admin.Del(ctx, keys...).Err(); err != nil {
-				t.Errorf("cleanup del: %v", err)
-			}
-		}
-	})
-	return prefix
-}
 
 // testClient is a client for addr with the production options but a timeout
 // generous enough for a loaded machine under -race.

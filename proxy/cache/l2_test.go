@@ -12,7 +12,7 @@ import (
 
 func TestL2SetGet(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	rdb := testClient(t, redisAddr, time.Second)
 	g := newGens(t, rdb, prefix)
 	l2 := NewL2(rdb, prefix, time.Second, nil)
@@ -55,7 +55,7 @@ func TestL2SetGet(t *testing.T) {
 // No stale fill: a read stamped before a write's bump cannot be stored after it.
 func TestL2SetRefusesStaleFill(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	rdb := testClient(t, redisAddr, time.Second)
 	reader := newGens(t, rdb, prefix)
 	writer := newGens(t, testClient(t, redisAddr, time.Second), prefix)
@@ -82,7 +82,7 @@ func TestL2SetRefusesStaleFill(t *testing.T) {
 
 func TestL2GarbageIsAnError(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	rdb := testClient(t, redisAddr, time.Second)
 	l2 := NewL2(rdb, prefix, time.Second, nil)
 	k := key("garbage")
@@ -95,7 +95,7 @@ func TestL2GarbageIsAnError(t *testing.T) {
 
 func TestL2RedisCutIsAnError(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	relay := testbed.NewRelay(t, redisAddr)
 	l2 := NewL2(testClient(t, relay.Addr(), 200*time.Millisecond), prefix, 200*time.Millisecond, nil)
 	e := &Entry{Status: 200, StaleUntil: time.Now().Add(time.Minute)}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harvest-hub/edge/internal/testbed"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -34,7 +36,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // ahead of the callers and most round trips carry one or two lookups.
 func TestL2BatchesCoalesceOnOneCPU(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	rdb := testClient(t, redisAddr, time.Second)
 	l2 := NewL2(rdb, prefix, time.Second, nil)
 	tags := []string{tagP1, tagAll}

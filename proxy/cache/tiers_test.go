@@ -76,7 +76,7 @@ func TestTiersWithoutRedis(t *testing.T) {
 // a write through A makes B miss as soon as A's AfterWrite returns.
 func TestTiersAcrossReplicas(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	reg := prometheus.NewRegistry()
 	a := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 1<<20, reg)
 	b := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 1<<20, nil)
@@ -128,7 +128,7 @@ func TestTiersAcrossReplicas(t *testing.T) {
 // A read that began before a write and answers after it is stored nowhere.
 func TestTiersNoStaleFill(t *testing.T) {
 	ctx := context.Background()
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	a := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 1<<20, nil)
 	b := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 1<<20, nil)
 	k, tags := key("list products"), []string{tagColl, tagAll}
@@ -149,7 +149,7 @@ func TestTiersNoStaleFill(t *testing.T) {
 
 // L1 off: every answer comes from L2.
 func TestTiersL1Disabled(t *testing.T) {
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	tr := newTiers(t, testClient(t, redisAddr, time.Second), prefix, 0, nil)
 	k, tags := key("GET p1"), []string{tagP1}
 	read(t, tr, k, tags, rules.Strong, "v1")
@@ -166,7 +166,7 @@ func TestTiersL1Disabled(t *testing.T) {
 // While not subscribed: strong rules do not use L1, eventual ones do; errors from
 // L2 are misses, not failures.
 func TestTiersUntrustedConsistency(t *testing.T) {
-	prefix := testPrefix(t)
+	prefix := testbed.RedisPrefix(t, "cache")
 	relay := testbed.NewRelay(t, redisAddr)
 	tr := newTiers(t, testClient(t, relay.Addr(), 300*time.Millisecond), prefix, 1<<20, nil)
 	k, tags := key("GET p1"), []string{tagP1}

@@ -1,7 +1,6 @@
 package conformance
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/harvest-hub/edge/internal/testbed"
 	"github.com/harvest-hub/edge/proxy"
@@ -52,17 +49,7 @@ func newStack(t *testing.T) *stack {
 	t.Helper()
 	emu := testbed.Emulator(t)
 	meter := testbed.NewMeter(t, emu.URL)
-	prefix := "conformance:" + testbed.RandomHex(6) + ":"
-
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	pctx, pcancel := context.WithTimeout(context.Background(), 3*time.Second)
-	err := rdb.Ping(pctx).Err()
-	pcancel()
-	if err != nil {
-		rdb.Close()
-		t.Fatalf("Redis at %s does not answer (start it: deploy/dev-services.sh, or `apt-get install redis-server`): %v", redisAddr, err)
-	}
-	t.Cleanup(func() { deleteKeys(t, rdb, prefix) }) // registered first: runs after the proxy stopped
+	prefix := testbed.RedisPrefix(t, "conformance") // before the proxy: its keys go after it stops
 
 	path := filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(path, []byte(rulesFor(t, prefix, t.TempDir())), 0o600); err != nil {
@@ -115,29 +102,6 @@ func rulesFor(t *testing.T, prefix, outbox string) string {
 		y = strings.Replace(y, r[0], r[1], 1)
 	}
 	return y
-}
-
-func deleteKeys(t *testing.T, rdb *redis.Client, prefix string) {
-	defer rdb.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var keys []string
-	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("scanning Redis keys %s*: %v", prefix, err)
-		return
-	}
-	for len(keys) > 0 {
-		n := min(len(keys), 500)
-		if err := rdb.Del(ctx, keys[:n]...).Err(); err != nil {
-			t.Errorf("deleting Redis keys %s*: %v", prefix, err)
-			return
-		}
-		keys = keys[n:]
-	}
 }
 
 // observer is a reverse proxy on loopback between a client and the address under test
