@@ -11,6 +11,7 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"github.com/harvest-hub/edge/proxy/firestorepath"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -419,7 +420,7 @@ func (c *classifier) commit() (Request, error) {
 	if !sameResource(m.GetDatabase(), c.path.Database()) {
 		return c.fail(op, invalidArgument("database %q in the body differs from the path", m.GetDatabase()))
 	}
-	if err := c.addWrites(m.GetWrites()); err != nil {
+	if err := c.addWrites(m.GetWrites(), verifyWrites(c.body)); err != nil {
 		return c.fail(op, err)
 	}
 	c.req.Transactional = len(m.GetTransaction()) > 0
@@ -438,14 +439,15 @@ func (c *classifier) batchWrite() (Request, error) {
 	if !sameResource(m.GetDatabase(), c.path.Database()) {
 		return c.fail(op, invalidArgument("database %q in the body differs from the path", m.GetDatabase()))
 	}
-	if err := c.addWrites(m.GetWrites()); err != nil {
+	if err := c.addWrites(m.GetWrites(), verifyWrites(c.body)); err != nil {
 		return c.fail(op, err)
 	}
 	return c.write(op)
 }
 
-// addWrites records the writes of a commit or batchWrite, Index = position.
-func (c *classifier) addWrites(writes []*firestorepb.Write) error {
+// addWrites records the writes of a commit or batchWrite, Index = position. verify
+// tells which operation-less writes are verify writes (see verifyWrites).
+func (c *classifier) addWrites(writes []*firestorepb.Write, verify func(i int) bool) error {
 	c.req.Targets = make([]Target, 0, len(writes))
 	c.req.Writes = make([]DocWrite, 0, len(writes))
 	for i, w := range writes {
@@ -458,36 +460,97 @@ func (c *classifier) addWrites(writes []*firestorepb.Write) error {
 		case *firestorepb.Write_Transform:
 			name = o.Transform.GetDocument()
 		default:
-			if c.isVerify(i) {
+			if verify(i) {
 				continue // a transaction's read check: it writes nothing, so nothing to invalidate
 			}
 			return invalidArgument("writes[%d] has no operation", i)
 		}
 		d, err := firestorepath.ParseName(name)
 		if err != nil || !d.IsDocument() {
-			return invalidArgument("writes[%d]: invalid document name %q", i, name)
+			return invalidArgument("writes[%d]: invalid document name", i)
 		}
 		if d.Database() != c.path.Database() {
-			return invalidArgument("writes[%d]: document %q is not in %s", i, name, c.path.Database())
+			return invalidArgument("writes[%d]: the document is not in the request's database", i)
 		}
 		c.addWrite(d, i, w)
 	}
 	return nil
 }
 
-// isVerify reports whether writes[i] of the body is a "verify" write: the Firebase
-// JS SDK adds one for each document a transaction read but did not write, to fail the
-// commit if it changed. The published v1 firestorepb.Write has no such field, so the
-// lenient parse drops it and the write looks empty; the raw JSON tells.
-func (c *classifier) isVerify(i int) bool {
+// verifyWrites reports which writes of a JSON commit body are "verify" writes: the
+// Firebase JS SDK adds one for each document a transaction read but did not write, to
+// fail the commit if it changed. The published v1 firestorepb.Write has no such field,
+// so the lenient parse drops it and the write looks empty; the raw JSON tells. The body
+// is parsed once, whatever the number of writes (classification stays linear in the
+// request's size).
+func verifyWrites(body []byte) func(i int) bool {
 	var raw struct {
 		Writes []map[string]json.RawMessage `json:"writes"`
 	}
-	if json.Unmarshal(c.body, &raw) != nil || i >= len(raw.Writes) {
+	parsed := false
+	return func(i int) bool {
+		if !parsed {
+			parsed = true
+			if json.Unmarshal(body, &raw) != nil {
+				raw.Writes = nil
+			}
+		}
+		if i >= len(raw.Writes) {
+			return false
+		}
+		v, ok := raw.Writes[i]["verify"]
+		return ok && len(raw.Writes[i]) <= 2 && string(v) != "null" // verify and, at most, currentDocument
+	}
+}
+
+// verifyField is the field number of Write.verify in the Firebase SDKs' copy of
+// google/firestore/v1/write.proto (a string: the document name), absent from the
+// published v1 proto the Go types are generated from.
+const verifyField = 5
+
+// protoVerify reports which writes of a binary (gRPC) request are verify writes: an
+// operation-less Write whose unknown fields hold field 5 as a length-delimited value.
+func protoVerify(writes []*firestorepb.Write) func(i int) bool {
+	return func(i int) bool {
+		b := writes[i].ProtoReflect().GetUnknown()
+		for len(b) > 0 {
+			num, typ, n := protowire.ConsumeTag(b)
+			if n < 0 {
+				return false
+			}
+			if num == verifyField && typ == protowire.BytesType {
+				return true
+			}
+			b = b[n:]
+			m := protowire.ConsumeFieldValue(num, typ, b)
+			if m < 0 {
+				return false
+			}
+			b = b[m:]
+		}
 		return false
 	}
-	v, ok := raw.Writes[i]["verify"]
-	return ok && len(raw.Writes[i]) <= 2 && string(v) != "null" // verify and, at most, currentDocument
+}
+
+// FromWrites classifies writes that did not arrive as a REST request: a gRPC Commit or
+// BatchWrite, or one message of the Write stream (gRPC or WebChannel), whose writes are
+// committed like a Commit's. op is Commit or BatchWrite; database is
+// "projects/{p}/databases/{d}"; transactional marks a commit in a transaction. The
+// result is what Classify returns for the same writes as a REST body: Kind Write,
+// Targets, Tags and Writes (Index = position in writes), or an *Error when a write
+// names no document of database (such a request must never be forwarded unaccounted
+// for). The writes are referenced, not copied: callers must not modify them after.
+func FromWrites(op Op, database string, writes []*firestorepb.Write, transactional bool) (Request, error) {
+	db, err := firestorepath.ParseName(database + "/documents")
+	if err != nil || db.Depth() != 0 || db.Database() != database {
+		return Request{Op: op}, invalidArgument("invalid database name")
+	}
+	c := classifier{path: db, req: Request{Database: db.Database(), ResourcePath: db.Resource()}}
+	if err := c.addWrites(writes, protoVerify(writes)); err != nil {
+		return Request{Op: op}, err
+	}
+	c.req.Transactional = transactional
+	return c.write(op)
 }
 
 // validID reports whether id can be one segment of a document path.
