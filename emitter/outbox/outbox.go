@@ -25,10 +25,13 @@
 //   - Full reports when the files on disk reach the size cap. The cap is an admission
 //     threshold for the caller, not a hard limit: Append never refuses a record for
 //     size, because the write it belongs to has already happened.
+//   - One Outbox at a time owns a directory: Open takes an exclusive lock (flock on
+//     the LOCK file, which names the holder's pid and host) and refuses with
+//     ErrLocked, naming the holder, while another holds it. The kernel releases the
+//     lock when the holder exits, however it dies.
 //
 // Concurrency: Append, Full, Pending and Bytes are safe for concurrent use. Next,
-// Rewind and Confirm belong to a single consumer (one goroutine at a time). One
-// process at a time may own a directory.
+// Rewind and Confirm belong to a single consumer (one goroutine at a time).
 package outbox
 
 import (
@@ -43,10 +46,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrFull is the answer to work refused because the outbox reached its size cap.
 var ErrFull = errors.New("outbox: full")
+
+// ErrLocked: another Outbox (in this process or another) owns the directory.
+var ErrLocked = errors.New("outbox: directory in use")
 
 // ErrClosed is returned by operations on a closed Outbox.
 var ErrClosed = errors.New("outbox: closed")
@@ -55,6 +64,7 @@ const (
 	headerLen      = 8
 	segSuffix      = ".seg"
 	cursorFile     = "cursor"
+	lockFile       = "LOCK"
 	maxRecordBytes = 64 << 20 // a length above this is corruption, not a record
 	// DefaultSegmentBytes is the size after which appends start a new segment.
 	DefaultSegmentBytes = 16 << 20
@@ -78,6 +88,7 @@ type segment struct {
 // Outbox is an open outbox directory.
 type Outbox struct {
 	dir      string
+	lock     *os.File // holds the directory's flock while open
 	maxBytes int64
 	segMax   int64
 
@@ -114,6 +125,56 @@ func Open(dir string, maxBytes int64, opt Options) (*Outbox, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("outbox: create %s: %w", dir, err)
 	}
+	lock, err := LockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	o, err := load(dir, maxBytes, opt)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	o.lock = lock
+	return o, nil
+}
+
+// LockDir takes the exclusive lock on dir (a flock on dir/LOCK, not waiting) and
+// writes who holds it (pid, host, time) into the file. While another open file holds
+// the lock it returns an error wrapping ErrLocked that names the holder. Closing the
+// returned file releases the lock.
+func LockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: lock %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := io.ReadAll(io.LimitReader(f, 512))
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			who := strings.TrimSpace(string(holder))
+			if who == "" {
+				who = "a process that has not written its name yet"
+			}
+			return nil, fmt.Errorf("%w: %s is locked by %s (%s); one process owns an outbox directory: "+
+				"give each replica its own", ErrLocked, dir, who, path)
+		}
+		return nil, fmt.Errorf("outbox: lock %s: %w", path, err)
+	}
+	host, _ := os.Hostname()
+	who := fmt.Sprintf("pid %d on host %s since %s\n", os.Getpid(), host, time.Now().UTC().Format(time.RFC3339))
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(who), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("outbox: write %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// load reads the directory's state; the caller holds its lock.
+func load(dir string, maxBytes int64, opt Options) (*Outbox, error) {
 	o := &Outbox{dir: dir, maxBytes: maxBytes, segMax: opt.SegmentBytes}
 	if o.segMax <= 0 {
 		o.segMax = DefaultSegmentBytes
@@ -546,6 +607,7 @@ func (o *Outbox) Close() error {
 		return nil
 	}
 	o.closed = true
+	defer o.lock.Close() // last: the directory is released once everything is synced
 	var err error
 	if o.active != nil {
 		if e := o.active.Sync(); e != nil {

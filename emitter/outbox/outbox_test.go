@@ -1,9 +1,11 @@
 package outbox
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -100,7 +102,9 @@ func TestCrashWithoutCloseLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendN(t, o, 0, 5)
-	// No Close: the process "dies" here; Append's fsync is all there is.
+	// No Close: the process "dies" here; Append's fsync is all there is. Its death
+	// releases the lock.
+	o.lock.Close()
 	o2 := open(t, dir, 0, Options{})
 	wantRecords(t, readAll(t, o2), 0, 5)
 }
@@ -275,4 +279,23 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// A second Outbox on a directory in use is refused, naming the holder; once the first
+// closes, the directory can be opened again.
+func TestOneOwnerPerDirectory(t *testing.T) {
+	dir := t.TempDir()
+	first := open(t, dir, 0, Options{})
+	_, err := Open(dir, 0, Options{})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open of a directory in use: %v, want ErrLocked", err)
+	}
+	host, _ := os.Hostname()
+	if want := fmt.Sprintf("pid %d on host %s", os.Getpid(), host); !strings.Contains(err.Error(), want) {
+		t.Errorf("refusal %q does not name the holder (%s)", err, want)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	open(t, dir, 0, Options{}).Close()
 }
