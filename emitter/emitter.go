@@ -19,8 +19,12 @@
 //     ErrOutboxFull once the outbox reached OutboxMaxBytes.
 //   - No AMQP URL: every event goes to the outbox and stays there for a later process
 //     with a broker.
-//   - Close waits for Emits in flight, stops the drainer after its current batch and
-//     syncs the outbox; whatever was not confirmed is published after the next start.
+//   - A record that passes its checksum but does not decode is quarantined (kept in
+//     quarantine/ beside the outbox, counted, logged at error level), never retried
+//     forever nor dropped silently.
+//   - Close waits for Emits in flight, stops the drainer after its current batch,
+//     drains what it can while the broker is connected (CloseDrainTimeout) and syncs
+//     the outbox; whatever was not confirmed is published after the next start.
 //
 // Concurrency: all methods are safe for concurrent use; Emit is meant to be called
 // from many request goroutines at once, which is what lets confirms batch.
@@ -31,6 +35,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -53,8 +59,10 @@ const (
 	defaultOutboxDir = "./data/outbox"
 	// PublishTimeout is how long Emit waits for the broker before using the outbox.
 	PublishTimeout = 2 * time.Second
-	drainBatch     = 512
-	drainBatchSize = 4 << 20
+	// CloseDrainTimeout bounds Close's final drain of the outbox.
+	CloseDrainTimeout = 5 * time.Second
+	drainBatch        = 512
+	drainBatchSize    = 4 << 20
 )
 
 // Emitter is the proxy's handle on event emission.
@@ -65,8 +73,10 @@ type Emitter struct {
 	order   docOrder
 	metrics *metrics
 
-	publishTimeout time.Duration
-	drainTimeout   time.Duration
+	dir               string // the outbox directory
+	publishTimeout    time.Duration
+	drainTimeout      time.Duration
+	closeDrainTimeout time.Duration
 
 	wake chan struct{} // nudges the drainer: outbox appended or broker connected
 
@@ -93,13 +103,15 @@ func New(cfg rules.Events, log *slog.Logger, reg prometheus.Registerer) (*Emitte
 		return nil, fmt.Errorf("emitter: %w", err)
 	}
 	e := &Emitter{
-		log:            log.With("component", "emitter"),
-		box:            box,
-		order:          docOrder{tails: map[string]*turn{}},
-		publishTimeout: PublishTimeout,
-		drainTimeout:   10 * time.Second,
-		wake:           make(chan struct{}, 1),
-		stop:           make(chan struct{}),
+		log:               log.With("component", "emitter"),
+		box:               box,
+		order:             docOrder{tails: map[string]*turn{}},
+		dir:               cfg.OutboxDir,
+		publishTimeout:    PublishTimeout,
+		drainTimeout:      10 * time.Second,
+		closeDrainTimeout: CloseDrainTimeout,
+		wake:              make(chan struct{}, 1),
+		stop:              make(chan struct{}),
 	}
 	if cfg.AMQPURL != "" {
 		e.pub = publisher.New(publisher.Config{
@@ -275,13 +287,18 @@ func (e *Emitter) drainBatch() error {
 		e.box.Rewind()
 		return nil
 	}
-	evs := make([]event.Event, len(recs))
+	evs := make([]event.Event, 0, len(recs))
 	for i, r := range recs {
-		if evs[i], err = decode(r.Data); err != nil {
-			// A record that passed its CRC but does not decode was written by a
-			// different format version; skipping it would lose it silently.
-			return fmt.Errorf("outbox record %d: %w", r.Seq, err)
+		ev, err := decode(r.Data)
+		if err != nil {
+			if i == 0 {
+				return e.quarantine(r, err)
+			}
+			// Publish what precedes it; the next batch starts with it.
+			recs = recs[:i]
+			break
 		}
+		evs = append(evs, ev)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), e.drainTimeout)
 	defer cancel()
@@ -305,8 +322,51 @@ func (e *Emitter) drainBatch() error {
 	return nil
 }
 
-// Close waits for Emits in flight, stops the drainer and the publisher, and closes
-// the outbox (synced). Unconfirmed events stay on disk for the next start.
+// quarantine sets aside a record that passed its CRC but does not decode (written by
+// another format version, or damaged before its checksum was taken): retrying it
+// would stop the outbox forever, skipping it silently would lose it. Its bytes go to
+// quarantine/<seq>.rec in the outbox directory (fsynced) for an operator, it is
+// counted in harvest_events_quarantined_total and logged at error level, and the
+// outbox moves past it.
+func (e *Emitter) quarantine(r outbox.Record, why error) error {
+	qdir := filepath.Join(e.dir, "quarantine")
+	if err := os.MkdirAll(qdir, 0o755); err != nil {
+		return fmt.Errorf("outbox record %d does not decode (%v) and cannot be quarantined: %w", r.Seq, why, err)
+	}
+	path := filepath.Join(qdir, fmt.Sprintf("%020d.rec", r.Seq))
+	if err := writeFileSync(path, r.Data); err != nil {
+		return fmt.Errorf("outbox record %d does not decode (%v) and cannot be quarantined: %w", r.Seq, why, err)
+	}
+	if err := e.box.Confirm(r.Seq + 1); err != nil {
+		return err
+	}
+	e.metrics.quarantined.Inc()
+	e.log.Error("an outbox record does not decode: quarantined, the outbox moves past it",
+		"seq", r.Seq, "bytes", len(r.Data), "file", path, "err", why)
+	return nil
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Close waits for Emits in flight and stops the drainer; then, while the broker is
+// connected, it drains the outbox for up to CloseDrainTimeout (5 s) so a clean
+// shutdown leaves nothing behind it could have delivered; then it stops the
+// publisher and closes the outbox (synced). Whatever is still unconfirmed stays on
+// disk for the next start.
 func (e *Emitter) Close() error {
 	e.closeMu.Lock()
 	if e.closed {
@@ -317,6 +377,7 @@ func (e *Emitter) Close() error {
 	e.closeMu.Unlock()
 	close(e.stop)
 	e.drained.Wait()
+	e.finalDrain()
 	if e.pub != nil {
 		_ = e.pub.Close()
 	}
@@ -324,6 +385,26 @@ func (e *Emitter) Close() error {
 		return fmt.Errorf("emitter: close: %w", err)
 	}
 	return nil
+}
+
+// finalDrain publishes what the outbox holds while the broker is connected, for up
+// to closeDrainTimeout.
+func (e *Emitter) finalDrain() {
+	if e.pub == nil || e.box.Pending() == 0 || !e.pub.Connected() {
+		return
+	}
+	deadline := time.Now().Add(e.closeDrainTimeout)
+	e.box.Rewind()
+	for e.box.Pending() > 0 && e.pub.Connected() && time.Now().Before(deadline) {
+		if err := e.drainBatch(); err != nil {
+			e.log.Warn("final outbox drain stopped; the rest is published after the next start",
+				"err", err, "pending", e.box.Pending())
+			return
+		}
+	}
+	if p := e.box.Pending(); p > 0 {
+		e.log.Info("outbox not empty at close; published after the next start", "pending", p)
+	}
 }
 
 // docOrder serialises Emits per document: each Emit waits for the previous Emit of

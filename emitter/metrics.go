@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	published, confirmed, nacked, outboxed, drained prometheus.Counter
-	lost, refused                                   prometheus.Counter
+	lost, refused, quarantined                      prometheus.Counter
 	latency                                         prometheus.Histogram
 	all                                             []prometheus.Collector
 }
@@ -21,6 +21,8 @@ func newMetrics(e *Emitter) *metrics {
 		drained:   counter("drained_total", "Outbox events confirmed by the broker and released."),
 		lost: counter("lost_total", "Events of successful writes neither confirmed nor kept in the outbox "+
 			"(disk failure, emitter closed, unparseable upstream answer); each is logged at error level."),
+		quarantined: counter("quarantined_total", "Outbox records that passed their checksum but did not decode, "+
+			"set aside in the outbox's quarantine/ directory; each is logged at error level."),
 		refused: counter("refused_writes_total", "Writes refused (503) before forwarding because the outbox was full."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "harvest", Subsystem: "events", Name: "publish_seconds",
@@ -28,7 +30,7 @@ func newMetrics(e *Emitter) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
-	m.all = []prometheus.Collector{m.published, m.confirmed, m.nacked, m.outboxed, m.drained, m.lost, m.refused, m.latency,
+	m.all = []prometheus.Collector{m.published, m.confirmed, m.nacked, m.outboxed, m.drained, m.lost, m.refused, m.quarantined, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_depth_events",
 			Help: "Events in the outbox not yet confirmed."}, func() float64 { return float64(e.box.Pending()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_bytes",

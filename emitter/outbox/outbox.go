@@ -163,7 +163,8 @@ func LockDir(dir string) (*os.File, error) {
 	}
 	host, _ := os.Hostname()
 	who := fmt.Sprintf("pid %d on host %s since %s\n", os.Getpid(), host, time.Now().UTC().Format(time.RFC3339))
-	if err := f.Truncate(0); err == nil {
+	err = f.Truncate(0)
+	if err == nil {
 		_, err = f.WriteAt([]byte(who), 0)
 	}
 	if err != nil {
