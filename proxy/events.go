@@ -123,7 +123,7 @@ func (p *Proxy) emitEvents(ctx *fasthttp.RequestCtx, req *classify.Request, plan
 	in := event.BuildInput{
 		Writes:   req.Writes,
 		SeenAt:   time.Now(),
-		AuthHash: identityHash(ctx.Request.Header.Peek("Authorization")),
+		AuthHash: requestIdentity(ctx),
 		Old:      plan.old,
 		Allowed:  plan.allowed,
 	}
