@@ -89,7 +89,9 @@ type replica struct {
 	stop func()
 }
 
-// sharedRules caches everything under farmers/ and products/ for every caller.
+// sharedRules caches everything under farmers/ and products/ for every caller, and
+// everything else per caller (so a collection-group query, which may return documents
+// at any depth, has a rule for each of them).
 const sharedRules = `
   - match: /farmers/{f}/products/{p}
     ttl: 10m
@@ -101,6 +103,8 @@ const sharedRules = `
   - match: /products/{p}
     ttl: 10m
     scope: shared
+  - match: /{document=**}
+    ttl: 10m
 `
 
 func newHarness(t *testing.T, s setup) *harness {

@@ -6,7 +6,8 @@
 // Promises (ARCHITECTURE.md, "Cache correctness"): once a write through any replica has
 // been answered with success, no replica serves a cached read that predates it; a read
 // that began before a write finished is never stored as fresh; entries of scope user are
-// keyed by a hash of the caller's whole Authorization header; only 200 answers (and 404s
+// keyed by a hash of exactly the credentials the upstream will use (identity.go), and a
+// request with ambiguous credentials is refused; only 200 answers (and 404s
 // of single documents where the rule asks for negative caching) are cached; Redis faults
 // degrade to L1 and upstream with no error to the client; the proxy's own failures are
 // Firestore-shaped JSON errors.
@@ -177,7 +178,10 @@ func (p *Proxy) AdminAddr() string {
 
 // Handle serves one client request.
 //
-// A read seen before (same method, raw request URI, body and Authorization header,
+// Before anything else, a request the upstream could read differently from the proxy
+// is refused: a method override header, ambiguous credentials (identity.go).
+//
+// A read seen before (same method, raw request URI, body and credential headers,
 // under the same rules) is served from its remembered readPlan: Classify, the rule
 // match and the cache key are functions of exactly those inputs and the Config, so
 // the plan is what they would compute again. Everything after (generations,
@@ -186,16 +190,28 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	p.m.inflightN.Add(1)
 	defer p.m.inflightN.Add(-1)
 	var ak aliasKey
+	var hf headerFacts
+	scanHeaders(&ctx.Request.Header, &hf)
+	if hf.override {
+		p.refuse(ctx, "X-HTTP-Method-Override is not accepted: send the method itself")
+		return
+	}
 	method := ctx.Method()
 	aliased := string(method) == fasthttp.MethodGet || string(method) == fasthttp.MethodPost
 	if aliased {
-		ak = p.aliasOf(ctx)
+		ak = p.aliasOf(ctx, &hf)
 		if v, ok := p.plans.Load(ak); ok {
 			if plan := v.(*readPlan); plan.cfg == p.rules.Current() {
 				p.serveRead(ctx, plan)
 				return
 			}
 		}
+	}
+	// A plan is only ever made for a request that passed this check, and the alias
+	// covers every credential header, so hits need not repeat it.
+	if !requestCredentialsOK(ctx, &hf) {
+		p.refuse(ctx, errAmbiguousCredentials.Error())
+		return
 	}
 	req, err := classify.Classify(string(method), string(ctx.URI().PathOriginal()),
 		string(ctx.URI().QueryString()), ctx.PostBody())
@@ -222,23 +238,37 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 
 // aliasKey identifies a raw request for the plan index: two seeded 64-bit maphash
 // halves (128 bits, the strength cache.Key asks for) over the method, the raw request
-// URI, the Authorization header and the body, each length-prefixed.
+// URI, every credential header (name and value, in order: what requestIdentity
+// hashes, the query's credentials being in the URI) and the body, each
+// length-prefixed.
 type aliasKey [2]uint64
 
-func (p *Proxy) aliasOf(ctx *fasthttp.RequestCtx) aliasKey {
-	method, uri := ctx.Method(), ctx.Request.Header.RequestURI()
-	auth, body := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), ctx.PostBody()
+func (p *Proxy) aliasOf(ctx *fasthttp.RequestCtx, hf *headerFacts) aliasKey {
+	method, uri, body := ctx.Method(), ctx.Request.Header.RequestURI(), ctx.PostBody()
+	creds := hf.credentials()
+	n := 16 + len(method) + len(uri) + len(body)
+	for _, c := range creds {
+		n += 2*binary.MaxVarintLen64 + len(c.name) + len(c.value)
+	}
 	var stack [1024]byte
 	buf := stack[:0]
-	if n := 16 + len(method) + len(uri) + len(auth) + len(body); n > len(stack) {
+	if n > len(stack) {
 		buf = make([]byte, 0, n) // a large body: one allocation, still one pass per half
 	}
 	buf = binary.AppendUvarint(buf, uint64(len(method)))
 	buf = binary.AppendUvarint(buf, uint64(len(uri)))
-	buf = binary.AppendUvarint(buf, uint64(len(auth)))
 	buf = append(buf, method...)
 	buf = append(buf, uri...)
-	buf = append(buf, auth...)
+	buf = binary.AppendUvarint(buf, uint64(len(creds)))
+	if hf.overflow {
+		buf = append(buf, 0xff) // never planned: requestCredentialsOK refuses it
+	}
+	for _, c := range creds {
+		buf = binary.AppendUvarint(buf, uint64(len(c.name)))
+		buf = append(buf, c.name...)
+		buf = binary.AppendUvarint(buf, uint64(len(c.value)))
+		buf = append(buf, c.value...)
+	}
 	buf = append(buf, body...) // last: its length is implied
 	return aliasKey{maphash.Bytes(p.planSeeds[0], buf), maphash.Bytes(p.planSeeds[1], buf)}
 }
@@ -253,6 +283,13 @@ func (p *Proxy) remember(k aliasKey, plan *readPlan) {
 func (p *Proxy) clearPlans() {
 	p.plans.Clear()
 	p.planCount.Store(0)
+}
+
+// refuse answers a request the proxy will not forward with 400 INVALID_ARGUMENT.
+// message must not contain client input.
+func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, message string) {
+	p.m.requestOp(classify.OpUnknown, resultError)
+	apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, message)
 }
 
 // serverError answers what fasthttp rejects before Handle (oversized or unparseable

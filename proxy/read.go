@@ -233,7 +233,7 @@ func (p *Proxy) serveEntry(ctx *fasthttp.RequestCtx, op classify.Op, e *cache.En
 
 // cacheKey hashes what shapes the answer: method, decoded resource path, the
 // response-shaping query parameters, the canonical body, and the scope identity (for
-// scope user, identityHash of the caller's whole Authorization header).
+// scope user, requestIdentity: a hash of exactly the credentials the upstream uses).
 // Every part is length-prefixed so no two requests can run together into one key.
 func cacheKey(ctx *fasthttp.RequestCtx, req *classify.Request, scope rules.Scope) cache.Key {
 	var stack [512]byte
@@ -246,7 +246,7 @@ func cacheKey(ctx *fasthttp.RequestCtx, req *classify.Request, scope rules.Scope
 		buf = append(buf, 's')
 	} else {
 		buf = append(buf, 'u')
-		buf = appendField(buf, []byte(identityHash(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))))
+		buf = appendField(buf, []byte(requestIdentity(ctx)))
 	}
 	sum := sha256.Sum256(buf)
 	var k cache.Key

@@ -11,13 +11,17 @@ import (
 	"github.com/harvest-hub/edge/rules"
 )
 
-// ruleFor is the rule that decides a read: the rule of its one target, or a rule no
-// looser than any that governs what it may return: the shortest TTL and stale windows,
-// scope user and consistency strong if any asks for them. That covers a read of
-// several documents (batchGet) and a collection-group query, whose results may come
-// from collections different rules govern (public comments and a user's private
-// ones): it is cached as strictly as the strictest of them. A read that may return
-// something no rule caches is not cached (nil).
+// ruleFor is the rule that decides a read: a rule no looser than any that governs a
+// document it may return: the shortest TTL and stale windows, scope user and
+// consistency strong if any asks for them. A read of one document has its rule; a
+// batchGet has one per document; a list or query of a collection, and a collection-
+// group query, have every rule that is the first match of some document they may
+// return (rules.Config.CollectionRules, CollectionGroupRules: recursive wildcards of
+// any depth and rules for single ids included), so public comments and a user's
+// private ones under one collection id are cached as strictly as the private ones. A
+// read that may return something no rule caches (no rule, or ttl 0) is not cached
+// (nil). A Privileged read (listCollectionIds) is scope user whatever its rules say:
+// a shared rule cannot vouch that every caller holds the privilege it needs.
 func ruleFor(cfg *rules.Config, req *classify.Request) *rules.Rule {
 	var merged *rules.Rule
 	ok := true
@@ -43,26 +47,35 @@ func ruleFor(cfg *rules.Config, req *classify.Request) *rules.Rule {
 			merged = &m
 		}
 	}
+	// addAll weighs every rule that governs some document of a collection or group;
+	// a document no rule governs makes the read uncached.
+	addAll := func(rs []*rules.Rule, complete bool) {
+		if !complete || len(rs) == 0 {
+			ok = false
+		}
+		for _, r := range rs {
+			add(r)
+		}
+	}
 	for _, t := range req.Targets {
 		switch t.Kind {
 		case classify.TargetDocument:
 			add(cfg.ForDocument(t.Path))
 		case classify.TargetCollection:
-			add(cfg.ForCollection(t.Path))
+			addAll(cfg.CollectionRules(t.Path))
 		case classify.TargetGroup:
-			named := cfg.CollectionGroupRules(t.Path, t.CollectionID)
-			if len(named) == 0 { // only a wildcard rule (/{document=**}) can govern it
-				add(cfg.ForCollectionGroupUnder(t.Path, t.CollectionID))
-			}
-			for _, r := range named {
-				add(r)
-			}
+			addAll(cfg.CollectionGroupRules(t.Path, t.CollectionID))
 		default:
 			ok = false
 		}
 	}
-	if !ok {
+	if !ok || merged == nil {
 		return nil
+	}
+	if req.Privileged && merged.Scope != rules.ScopeUser {
+		m := *merged
+		m.Scope = rules.ScopeUser
+		merged = &m
 	}
 	return merged
 }

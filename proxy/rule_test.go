@@ -73,8 +73,8 @@ rules:
 	}
 
 	group := ruleFor(cfg, read(classify.Target{Kind: classify.TargetGroup, CollectionID: "products"}))
-	if group != one {
-		t.Errorf("collection group products: %+v, want the products rule", group)
+	if group != nil {
+		t.Errorf("collection group products: %+v, want not cached (products deeper than the root have no rule)", group)
 	}
 	coll := ruleFor(cfg, read(classify.Target{Kind: classify.TargetCollection, Path: "sessions", CollectionID: "sessions"}))
 	if coll == nil || coll.TTL != 5*time.Minute {
@@ -117,9 +117,10 @@ func TestBilledDocs(t *testing.T) {
 	}
 }
 
-// A collection-group query returns documents of every collection with its id, so it
-// is cached as strictly as every rule that names that id: public comments shared, a
-// user's private comments per user, means the group query is per user.
+// A collection-group query returns documents of every collection with its id, at any
+// depth under its parent, so it is cached only as strictly as every rule that governs
+// one of them (recursive wildcards included), and not at all when one of them has no
+// caching rule. The same holds for a collection read and the rules of single ids.
 func TestRuleForGroupQueryIsAsStrictAsEveryRuleForItsCollection(t *testing.T) {
 	cfg := mustRules(t, `
 rules:
@@ -129,6 +130,8 @@ rules:
   - match: /users/{u}/comments/{c}
     ttl: 5m
     scope: user
+  - match: /products/secret
+    ttl: 1m
   - match: /products/{p}
     ttl: 30m
     scope: shared
@@ -137,27 +140,60 @@ rules:
     scope: shared
   - match: /drafts/{d}/notes/{n}
     ttl: 0
-  - match: /notes/{n}
-    ttl: 1h
+  - match: /vault/{u}/{rest=**}
+    ttl: 2m
+  - match: /{a}/{b}/reviews/{r}
+    ttl: 30m
+    scope: shared
   - match: /{document=**}
+    ttl: 20m
+    scope: shared
+`)
+	uncovered := mustRules(t, `
+rules:
+  - match: /{a}/{b}/reviews/{r}
+    ttl: 30m
+    scope: shared
+  - match: /hidden/{h}/{rest=**}
     ttl: 0
 `)
 	group := func(parent, id string) *classify.Request {
 		return &classify.Request{Targets: []classify.Target{{Kind: classify.TargetGroup, Path: parent, CollectionID: id}}}
 	}
-	if r := ruleFor(cfg, group("", "comments")); r == nil || r.Scope != rules.ScopeUser || r.TTL != 5*time.Minute {
-		t.Errorf("group over comments: %+v; want scope user, ttl 5m (the private rule's)", r)
+	coll := func(path string) *classify.Request {
+		return &classify.Request{Targets: []classify.Target{{Kind: classify.TargetCollection, Path: path}}}
 	}
-	if r := ruleFor(cfg, group("public/x", "comments")); r == nil || r.Scope != rules.ScopeShared || r.TTL != 30*time.Minute {
-		t.Errorf("group over comments under public/x: %+v; want only the public rule", r)
-	}
-	if r := ruleFor(cfg, group("", "products")); r == nil || r.Scope != rules.ScopeShared || r.TTL != 10*time.Minute {
-		t.Errorf("group over products: %+v; want shared with the shorter ttl", r)
-	}
-	if r := ruleFor(cfg, group("", "notes")); r != nil {
-		t.Errorf("group over notes, one of whose rules never caches: %+v; want not cached", r)
-	}
-	if r := ruleFor(cfg, group("", "orders")); r != nil {
-		t.Errorf("group over orders, which only the uncached catch-all governs: %+v; want not cached", r)
+	for _, tc := range []struct {
+		name  string
+		cfg   *rules.Config
+		req   *classify.Request
+		scope rules.Scope
+		ttl   time.Duration // 0: not cached
+	}{
+		{"group comments", cfg, group("", "comments"), rules.ScopeUser, 2 * time.Minute},
+		{"group comments under public/x", cfg, group("public/x", "comments"), rules.ScopeShared, 20 * time.Minute},
+		{"group comments under users/u1", cfg, group("users/u1", "comments"), rules.ScopeUser, 5 * time.Minute},
+		// vault/{u}/{rest=**} governs reviews at every depth below vault/u1.
+		{"group reviews", cfg, group("", "reviews"), rules.ScopeUser, 2 * time.Minute},
+		{"group reviews under vault/u1", cfg, group("vault/u1", "reviews"), rules.ScopeUser, 2 * time.Minute},
+		{"group notes (drafts never cached)", cfg, group("", "notes"), "", 0},
+		{"group notes under x/y", cfg, group("x/y", "notes"), rules.ScopeShared, 20 * time.Minute},
+		// products/secret is the first match of one document of products.
+		{"list products", cfg, coll("products"), rules.ScopeUser, time.Minute},
+		{"list farmers/f1/products", cfg, coll("farmers/f1/products"), rules.ScopeShared, 10 * time.Minute},
+		// reviews deeper than two segments, or under hidden/, match no caching rule.
+		{"uncovered group reviews", uncovered, group("", "reviews"), "", 0},
+		{"uncovered group reviews under hidden/h", uncovered, group("hidden/h", "reviews"), "", 0},
+		{"uncovered list x/y/reviews", uncovered, coll("x/y/reviews"), rules.ScopeShared, 30 * time.Minute},
+		{"uncovered list hidden/h/reviews", uncovered, coll("hidden/h/reviews"), rules.ScopeShared, 30 * time.Minute},
+		{"uncovered list reviews", uncovered, coll("reviews"), "", 0},
+	} {
+		r := ruleFor(tc.cfg, tc.req)
+		switch {
+		case tc.ttl == 0 && r != nil:
+			t.Errorf("%s: %+v; want not cached", tc.name, r)
+		case tc.ttl != 0 && (r == nil || r.Scope != tc.scope || r.TTL != tc.ttl):
+			t.Errorf("%s: %+v; want scope %v ttl %v", tc.name, r, tc.scope, tc.ttl)
+		}
 	}
 }

@@ -20,7 +20,7 @@ import (
 // answer), 5xx or no answer unknown (invalidated as if it landed), other statuses failed.
 // The upstream's answer is passed back to the client as it came.
 func (p *Proxy) write(ctx *fasthttp.RequestCtx, req *classify.Request) {
-	caller := Caller{Identity: identityHash(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))}
+	caller := Caller{Identity: requestIdentity(ctx)}
 	if req.Op == classify.Commit && req.Transactional {
 		caller.Transaction = restTransaction(ctx.PostBody())
 	}

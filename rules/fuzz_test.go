@@ -2,6 +2,7 @@ package rules
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -63,6 +64,8 @@ func FuzzMatch(f *testing.F) {
 	f.Add("/users/{u}/{rest=**}", "/{c}/{d}", "users/u1")
 	f.Add("/a/{x=**}", "/a/b/c/{d=**}", "a")
 	f.Add("{", "/}/{=**}", "//")
+	f.Add("/private/{u}/{rest=**}", "/posts/{p}/comments/{c}", "private/u1/x/y/comments/c1")
+	f.Add("/products/secret", "/products/{id}", "products/secret")
 	f.Fuzz(func(t *testing.T, pattern, other, path string) {
 		rs := []Rule{{Match: pattern}, {Match: other}, {Match: "/{document=**}"}}
 		linear := &Config{Rules: rs}
@@ -91,6 +94,25 @@ func FuzzMatch(f *testing.F) {
 		if !strings.Contains(pattern, unseen) {
 			if got, want := matchCollection(pattern, path), refMatchDocument(pattern, path+"/"+unseen); got != want {
 				t.Fatalf("matchCollection(%q, %q) = %v, oracle %v", pattern, path, got, want)
+			}
+		}
+		// Group and collection answers are sound: the document's own rule is among
+		// them, and a document with no rule makes them incomplete.
+		if segs := strings.Split(path, "/"); len(segs)%2 == 0 {
+			coll := strings.Join(segs[:len(segs)-1], "/")
+			own := linear.ForDocument(path)
+			groupRules, groupComplete := linear.CollectionGroupRules("", segs[len(segs)-2])
+			collRules, collComplete := linear.CollectionRules(coll)
+			for _, a := range []struct {
+				rs       []*Rule
+				complete bool
+			}{{groupRules, groupComplete}, {collRules, collComplete}} {
+				if own == nil && a.complete {
+					t.Fatalf("%q matches no rule, yet its group or collection is complete", path)
+				}
+				if own != nil && a.complete && !slices.Contains(a.rs, own) {
+					t.Fatalf("%q is governed by %s, missing from %v", path, own.Match, a.rs)
+				}
 			}
 		}
 		// covers is sound: whatever the covered pattern matches, the cover matches.

@@ -30,14 +30,15 @@ rules:
 		parent, id string
 		want       []string
 	}{
-		{"", "comments", []string{"/public/{p}/comments/{c}", "/users/{u}/comments/{c}"}},
-		{"users/u1", "comments", []string{"/users/{u}/comments/{c}"}},
-		{"public/x", "comments", []string{"/public/{p}/comments/{c}"}},
-		{"", "products", []string{"/products/{id}"}},
-		{"", "orders", nil},
+		{"", "comments", []string{"/public/{p}/comments/{c}", "/users/{u}/comments/{c}", "/{document=**}"}},
+		{"users/u1", "comments", []string{"/users/{u}/comments/{c}", "/{document=**}"}},
+		{"public/x", "comments", []string{"/public/{p}/comments/{c}", "/{document=**}"}},
+		{"", "products", []string{"/products/{id}", "/{document=**}"}},
+		{"", "orders", []string{"/{document=**}"}},
 	}
 	for _, c := range cases {
-		got := match(cfg.CollectionGroupRules(c.parent, c.id))
+		rs, _ := cfg.CollectionGroupRules(c.parent, c.id)
+		got := match(rs)
 		if len(got) != len(c.want) {
 			t.Errorf("CollectionGroupRules(%q, %q) = %v, want %v", c.parent, c.id, got, c.want)
 			continue

@@ -1,6 +1,10 @@
 package rules
 
-import "strings"
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+)
 
 // ruleIndex narrows the rules to try for a path. Each candidate list keeps file
 // order, so the first match in a list is the first match in the file.
@@ -8,6 +12,24 @@ type ruleIndex struct {
 	first keyedLists // by the path's first segment
 	group keyedLists // by the collection id of a collection-group query
 	rules int        // len(Rules) when built: a Config whose Rules changed since is scanned
+
+	// sets remembers firstMatches answers (a set algebra over every rule, on the miss
+	// path of each new multi-document read) by setKey, up to maxRememberedSets.
+	sets  sync.Map
+	nsets atomic.Int32
+}
+
+// maxRememberedSets bounds the answers an index remembers: parents are client input.
+const maxRememberedSets = 4096
+
+type setKey struct {
+	parent, collectionID string
+	anyDepth             bool
+}
+
+type setAnswer struct {
+	rules    []*Rule
+	complete bool
 }
 
 // keyedLists maps a key to the rules that name it literally or accept any value
@@ -115,9 +137,9 @@ func (c *Config) ForCollection(path string) *Rule {
 }
 
 // ForCollectionGroup returns the first rule whose pattern could match every document
-// of a collection named collectionID at any depth (a collection-group query over the
-// whole database), or nil. Rules are tried in file order, so put the strictest rule
-// for a collection id first: the first rule that could apply decides for the group.
+// of a collection named collectionID at some depth, or nil. It answers "which rule
+// reads like the group's", for explain; what a group query may be cached under is
+// CollectionGroupRules' answer, which weighs every rule that governs any document.
 func (c *Config) ForCollectionGroup(collectionID string) *Rule {
 	return c.ForCollectionGroupUnder("", collectionID)
 }
@@ -153,43 +175,50 @@ func (c *Config) ForCollectionGroupUnder(parent, collectionID string) *Rule {
 	return nil
 }
 
-// CollectionGroupRules returns every rule that names collectionID as the collection it
-// enumerates (a literal segment, not a wildcard) and could match documents of such a
-// collection under parent ("" for the root), in file order. A collection-group query
-// returns documents that different rules govern (public comments and a user's private
-// comments share the id "comments"), so the proxy treats such a query as strictly as
-// the strictest of these rules; when none names the id, ForCollectionGroupUnder (a
-// wildcard rule such as /{document=**}) decides.
-func (c *Config) CollectionGroupRules(parent, collectionID string) []*Rule {
-	parent = trimSlash(parent)
-	var out []*Rule
-	for i := range c.Rules {
-		p := trimSlash(c.Rules[i].Match)
-		if enumerated, ok := enumeratedCollection(p); !ok || enumerated != collectionID {
-			continue
-		}
-		if matchGroup(p, parent, collectionID) {
-			out = append(out, &c.Rules[i])
-		}
-	}
-	return out
+// CollectionGroupRules returns every rule that governs at least one document a
+// collection-group query over collectionID under parent ("" for the root) may return
+// (parent/(any segment pairs)/collectionID/{id}, at any depth), in file order: the
+// rules that are the first match of such a document, recursive wildcards ({x=**}) and
+// shadowing by earlier rules included. complete is false when some such document
+// matches no rule at all, or when the question was too large to answer exactly.
+//
+// A group query returns documents that different rules govern (public comments and a
+// user's private comments share the id "comments"), so it may be cached only when
+// complete, and only as strictly as the strictest rule returned.
+func (c *Config) CollectionGroupRules(parent, collectionID string) (rs []*Rule, complete bool) {
+	return c.rememberedFirstMatches(trimSlash(parent), collectionID, true)
 }
 
-// enumeratedCollection is the literal collection segment a document pattern's last
-// segment enumerates ("products" for /farmers/{f}/products/{p}); ok is false when that
-// segment is a wildcard or the pattern ends in {x=**}.
-func enumeratedCollection(pattern string) (string, bool) {
-	i := strings.LastIndexByte(pattern, '/')
-	if i < 0 {
-		return "", false
+// rememberedFirstMatches is firstMatches, remembered in the index when there is one.
+// The returned slice is shared: callers must not modify it.
+func (c *Config) rememberedFirstMatches(parent, collectionID string, anyDepth bool) ([]*Rule, bool) {
+	if c.index == nil || c.index.rules != len(c.Rules) {
+		return c.firstMatches(parent, collectionID, anyDepth)
 	}
-	last, rest := pattern[i+1:], pattern[:i]
-	if isMultiWildcard(last) || !isWildcard(last) {
-		return "", false
+	k := setKey{parent, collectionID, anyDepth}
+	if v, ok := c.index.sets.Load(k); ok {
+		a := v.(setAnswer)
+		return a.rules, a.complete
 	}
-	coll := rest[strings.LastIndexByte(rest, '/')+1:]
-	if coll == "" || isWildcard(coll) {
-		return "", false
+	rs, complete := c.firstMatches(parent, collectionID, anyDepth)
+	if c.index.nsets.Load() < maxRememberedSets {
+		if _, loaded := c.index.sets.LoadOrStore(k, setAnswer{rs, complete}); !loaded {
+			c.index.nsets.Add(1)
+		}
 	}
-	return coll, true
+	return rs, complete
+}
+
+// CollectionRules is CollectionGroupRules for the documents of one collection
+// ("farmers/f1/products"): the rules that are the first match of at least one of its
+// documents (an earlier rule for one document id included), and whether every
+// document has one. A list or query of the collection may be cached only when
+// complete, and only as strictly as every rule returned.
+func (c *Config) CollectionRules(path string) (rs []*Rule, complete bool) {
+	path = trimSlash(path)
+	parent, id := "", path
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		parent, id = path[:i], path[i+1:]
+	}
+	return c.rememberedFirstMatches(parent, id, false)
 }

@@ -164,6 +164,7 @@ func (c *classifier) getDocument() (Request, error) {
 }
 
 func (c *classifier) listDocuments() (Request, error) {
+	c.req.Privileged = c.facts.showMissing
 	if c.facts.showMissing {
 		// Missing documents appear when anything is written below them, which the
 		// collection's tag does not track.
@@ -274,6 +275,7 @@ func (c *classifier) listCollectionIds() (Request, error) {
 		return c.bypass(ListCollectionIds)
 	}
 	m.Parent = ""
+	c.req.Privileged = true
 	c.req.Targets = []Target{{Kind: TargetDocument, Path: c.path.Relative()}}
 	c.req.Tags = []string{collsTag(c.path.Name())}
 	if c.req.CacheBody, err = canonicalBytes(m); err != nil {

@@ -102,6 +102,11 @@ type Request struct {
 	// Transactional is set when the request carries transaction, newTransaction or
 	// readTime; such reads are Bypass.
 	Transactional bool
+	// Privileged is set on reads whose answer depends on privileges no rule can vouch
+	// for (Firestore answers them only to IAM principals: listCollectionIds, and
+	// listDocuments with showMissing): they are cached per caller at most, whatever
+	// the rule's scope.
+	Privileged bool
 }
 
 // DocWrite is one document written by a Write request.
