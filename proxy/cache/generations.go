@@ -21,8 +21,8 @@ import (
 type BumpMode uint8
 
 const (
-	// NoWait returns once Redis has the new generations (the bump before a write is
-	// forwarded: it only has to beat fills that start later).
+	// NoWait returns once Redis has the new generations (replays, and callers that
+	// need no read-your-writes).
 	NoWait BumpMode = iota
 	// WaitApplied also waits until every subscribed replica has applied the bump to
 	// its local table (the bump after the upstream's success, before the client is
@@ -33,8 +33,9 @@ const (
 )
 
 // ErrAckTimeout is wrapped by Bump(…, WaitApplied) when some replica did not
-// acknowledge in time. The generations WERE bumped in Redis: the write may be
-// answered; a slow replica may serve an old L1 entry until its subscriber catches up.
+// acknowledge within the lease. The generations WERE bumped in Redis and the write
+// may be answered: a replica silent that long has stopped trusting its L1 (see
+// "Lease" in doc.go).
 var ErrAckTimeout = errors.New("cache: invalidation not acknowledged by every replica in time")
 
 // Stamp is what a read records when it BEGINS: the generation of each of its tags
