@@ -67,6 +67,11 @@ type Cache struct {
 	KeyPrefix string `yaml:"key_prefix"`
 	// RedisTimeout bounds each Redis call on the request path. Default 25ms.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`
+	// InvalidationLease bounds how stale a replica's L1 can be when its link to the
+	// invalidation bus (Redis pub/sub) is slow or silent: a replica trusts L1 only
+	// while it has heard from the bus within this bound, and a write waits for every
+	// replica's acknowledgement at most this long before it is answered. Default 1s.
+	InvalidationLease time.Duration `yaml:"invalidation_lease"`
 }
 
 // Events configures event emission from the proxy.

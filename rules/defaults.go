@@ -22,6 +22,8 @@ func Defaults() *Config {
 			L1MaxEntries: 100000,
 			KeyPrefix:    "harvest:",
 			RedisTimeout: 25 * time.Millisecond,
+
+			InvalidationLease: time.Second,
 		},
 		Events: Events{
 			Exchange:       "firestore.events",

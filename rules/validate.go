@@ -12,6 +12,9 @@ func (d *decoder) validate(cfg *Config) {
 	d.checkURL(cfg.Upstream.URL, d.lineOf(&cfg.Upstream, "url"), "upstream.url", "http", "https")
 	d.checkURL(cfg.Cache.RedisURL, d.lineOf(&cfg.Cache, "redis_url"), "cache.redis_url", "redis", "rediss", "unix")
 	d.checkURL(cfg.Events.AMQPURL, d.lineOf(&cfg.Events, "amqp_url"), "events.amqp_url", "amqp", "amqps")
+	if cfg.Cache.InvalidationLease <= 0 {
+		d.errorf(d.lineOf(&cfg.Cache, "invalidation_lease"), "cache.invalidation_lease: must be more than 0 (with Redis, L1 would never be trusted; l1_max_bytes: 0 turns L1 off)")
+	}
 	d.validateRules(cfg.Rules)
 	d.validateHandlers(cfg.Worker.Handlers)
 }

@@ -4,19 +4,21 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Relay is a TCP relay on loopback in front of a dependency (Redis, RabbitMQ, the
-// upstream), so a test can cut or stall the connection without touching the shared
-// server. It is safe for concurrent use.
+// upstream), so a test can cut, stall or slow the connection without touching the
+// shared server. It is safe for concurrent use.
 type Relay struct {
 	target string
 	ln     net.Listener
 
 	mu     sync.Mutex
 	cut    bool
-	paused bool
-	resume chan struct{} // closed when a pause ends
+	paused  bool
+	resume  chan struct{} // closed when a pause ends
+	latency time.Duration
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
 }
@@ -78,6 +80,15 @@ func (r *Relay) Resume() {
 	r.mu.Unlock()
 }
 
+// SetLatency delays every byte by d in each direction (a round trip takes 2d more),
+// as a slow network link would: bytes read from now on are written d after they were
+// read, in order, without limiting throughput. 0 ends the delay.
+func (r *Relay) SetLatency(d time.Duration) {
+	r.mu.Lock()
+	r.latency = d
+	r.mu.Unlock()
+}
+
 // Close stops the relay and every connection through it.
 func (r *Relay) Close() {
 	r.ln.Close()
@@ -136,25 +147,49 @@ func (r *Relay) untrack(c net.Conn) {
 	c.Close()
 }
 
-// pipe copies src to dst chunk by chunk, waiting out pauses between chunks.
+// pipe copies src to dst chunk by chunk: a reader queues each chunk with the time it
+// is due (now + latency), a writer writes it then, waiting out pauses first.
 func (r *Relay) pipe(dst, src net.Conn) {
 	defer r.wg.Done()
 	defer r.untrack(dst)
 	defer r.untrack(src)
+	type chunk struct {
+		b   []byte
+		due time.Time
+	}
+	queue := make(chan chunk, 64)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		failed := false
+		for c := range queue {
+			if failed {
+				continue // drain, so the reader never blocks
+			}
+			time.Sleep(time.Until(c.due))
+			r.mu.Lock()
+			wait := r.resume
+			r.mu.Unlock()
+			<-wait
+			if _, err := dst.Write(c.b); err != nil {
+				failed = true
+				src.Close() // ends the reader
+			}
+		}
+	}()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			r.mu.Lock()
-			wait := r.resume
+			due := time.Now().Add(r.latency)
 			r.mu.Unlock()
-			<-wait
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
+			queue <- chunk{b: append([]byte(nil), buf[:n]...), due: due}
 		}
 		if err != nil { // EOF or a cut: either way this direction is done
-			return
+			break
 		}
 	}
+	close(queue)
+	<-written
 }

@@ -21,8 +21,8 @@ import (
 type BumpMode uint8
 
 const (
-	// NoWait returns once Redis has the new generations (the bump before a write is
-	// forwarded: it only has to beat fills that start later).
+	// NoWait returns once Redis has the new generations (replays, and callers that
+	// need no read-your-writes).
 	NoWait BumpMode = iota
 	// WaitApplied also waits until every subscribed replica has applied the bump to
 	// its local table (the bump after the upstream's success, before the client is
@@ -33,8 +33,9 @@ const (
 )
 
 // ErrAckTimeout is wrapped by Bump(…, WaitApplied) when some replica did not
-// acknowledge in time. The generations WERE bumped in Redis: the write may be
-// answered; a slow replica may serve an old L1 entry until its subscriber catches up.
+// acknowledge within the lease. The generations WERE bumped in Redis and the write
+// may be answered: a replica silent that long has stopped trusting its L1 (see
+// "Lease" in doc.go).
 var ErrAckTimeout = errors.New("cache: invalidation not acknowledged by every replica in time")
 
 // Stamp is what a read records when it BEGINS: the generation of each of its tags
@@ -57,15 +58,24 @@ type GenerationsOptions struct {
 	Prefix string
 	// Timeout bounds each Redis call. Default 25ms.
 	Timeout time.Duration
-	// AckTimeout bounds Bump(…, WaitApplied)'s wait for acknowledgements. Default 100ms.
-	AckTimeout time.Duration
+	// Lease is the bound of the invalidation bus (rules.Cache.InvalidationLease): a
+	// replica trusts its local table only while it has heard from the bus within it
+	// (see "Lease" in doc.go), and Bump(…, WaitApplied) waits at most this long for a
+	// replica that does not acknowledge, which by then has stopped trusting its L1.
+	// Default 1s.
+	Lease time.Duration
 	// MaxTags bounds the local table. Default 1<<18 (roughly 35 MiB with long tags).
 	MaxTags int
-	// GenTTL is how long a generation key lives after its last bump. It must exceed
-	// every entry's lifetime (Tiers caps lifetimes at GenTTL/2). Default 7 days.
+	// GenTTL is how long a generation key lives after its last bump (a write). It must
+	// exceed every entry's lifetime (Tiers caps lifetimes at GenTTL/2). Default 7 days.
 	GenTTL time.Duration
-	// HealthInterval: an idle subscription is PINGed this often and declared dead
-	// after two intervals without an answer. Default 1s.
+	// ReadKeyTTL is the lifetime of a generation key a read creates (a tag no write has
+	// bumped yet): long enough for the read to reach its fill, short so that reads of
+	// documents that never exist leave nothing behind. Storing an entry in L2 extends
+	// its keys to the entry's own lifetime. Default 1m.
+	ReadKeyTTL time.Duration
+	// HealthInterval is the heartbeat: the subscription is PINGed this often, and each
+	// answer renews the lease. Default Lease/5.
 	HealthInterval time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -80,8 +90,8 @@ func (o *GenerationsOptions) defaults() {
 	if o.Timeout <= 0 {
 		o.Timeout = 25 * time.Millisecond
 	}
-	if o.AckTimeout <= 0 {
-		o.AckTimeout = 100 * time.Millisecond
+	if o.Lease <= 0 {
+		o.Lease = time.Second
 	}
 	if o.MaxTags <= 0 {
 		o.MaxTags = 1 << 18
@@ -89,8 +99,11 @@ func (o *GenerationsOptions) defaults() {
 	if o.GenTTL <= 0 {
 		o.GenTTL = 7 * 24 * time.Hour
 	}
+	if o.ReadKeyTTL <= 0 {
+		o.ReadKeyTTL = time.Minute
+	}
 	if o.HealthInterval <= 0 {
-		o.HealthInterval = time.Second
+		o.HealthInterval = o.Lease / 5
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -110,21 +123,31 @@ type Generations struct {
 	ackCh   string
 
 	table *table
-	// state is epoch<<1 | trusted, one word so the hot path reads both at once.
+	// state is epoch<<1 | trusted, one word so the hot path reads both at once. The
+	// trusted bit is subscribed && lease running && nothing pending (updateTrustLocked).
 	state atomic.Uint64
 	clock atomic.Uint64 // in-process generations
 	seq   atomic.Uint64 // bump message ids
+	// pending is set while some bump failed and has not been replayed (failed is not
+	// empty): a cheap check for the lookup path before it takes mu.
+	pending atomic.Bool
 
 	bump *redis.Script
 	snap *redis.Script // snapshotScript
 
-	mu      sync.Mutex
-	waiters map[uint64]*ackWait
-	failed  map[string]struct{} // tags whose bump failed: bumped again once Redis answers
-	stateCh chan struct{}       // closed and replaced at every change of state
-	ps      *redis.PubSub
+	mu         sync.Mutex
+	waiters    map[uint64]*ackWait
+	failed     map[string]struct{} // tags whose bump failed: replayed until Redis takes them
+	subscribed bool
+	leaseUntil time.Time   // the local lease: trusted only before it
+	leaseTimer *time.Timer // fires at leaseUntil, to drop trust on time
+	stateCh    chan struct{}
+	ps         *redis.PubSub
 
 	acks   chan ackOut
+	ackRdb redis.UniversalClient // sends acks; see ackClient
+	ownAck *redis.Client         // ackRdb when dialed by ackClient
+	replay chan struct{}         // wakes the replay loop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -139,8 +162,31 @@ type ackOut struct {
 	id     uint64
 }
 
-// maxFailed bounds the remembered failed bumps; beyond it whole databases are bumped.
-const maxFailed = 4096
+// maxFailed bounds the tags of failed bumps remembered for replay. Beyond it the
+// excess is lost (counted and logged): this replica forgets its whole local table,
+// but other replicas and L2 may serve what those writes outdated until their TTL. A
+// client's request is never escalated to a database-wide purge.
+const maxFailed = 1 << 16
+
+// maxBumpChunk bounds the tags of one bump script call (and of one broadcast
+// message): Redis runs a script alone, so a write touching thousands of documents is
+// bumped in several short calls, each with its own timeout, instead of one call that
+// overruns it (the work is proportional to the write, whose size the upstream and
+// server.max_body_bytes bound).
+const maxBumpChunk = 256
+
+// maxStampTags bounds the tags of a read that may be cached with Redis: a read with
+// more (a batchGet of thousands of documents) is served uncached, so no one request
+// creates more generation keys than this.
+const maxStampTags = 1000
+
+// ErrTooManyTags is wrapped by Snapshot for a read with more than maxStampTags tags.
+var ErrTooManyTags = errors.New("cache: read depends on too many tags to be cached")
+
+// ErrPending is wrapped by Snapshot when a tag of the read has a bump that failed and
+// is not yet replayed: Redis holds an outdated generation for it, which must not
+// stamp a read.
+var ErrPending = errors.New("cache: an invalidation of this read's tags is pending")
 
 // bumpScript sets each generation to max(old+1, server time in µs), refreshes its
 // TTL, and publishes the new values, all in one round trip. ARGV: ttl ms, channel,
@@ -164,7 +210,7 @@ return out
 `
 
 // snapshotScript reads generations, first setting any that do not exist to the server
-// time in µs (with the generation TTL). A read is therefore never stamped with 0, the
+// time in µs (with ARGV[1], the read key TTL: see GenerationsOptions.ReadKeyTTL). A read is therefore never stamped with 0, the
 // value of a missing key: if Redis later evicts or loses the key, it reads 0 again,
 // which matches no entry, instead of validating an entry stamped before writes that
 // the lost key had counted.
@@ -224,12 +270,22 @@ func NewGenerations(opt GenerationsOptions) (*Generations, error) {
 	}
 	g.state.Store(1 << 1)
 	g.m.setSubscribed(false)
+	g.m.setTrusted(false)
+	g.leaseTimer = time.AfterFunc(time.Hour, g.updateTrust)
+	g.leaseTimer.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.acks = make(chan ackOut, 1024)
-	g.wg.Add(2)
+	g.ackRdb = g.rdb
+	if c, ok := g.rdb.(*redis.Client); ok {
+		g.ownAck = ackClient(c, opt.Lease)
+		g.ackRdb = g.ownAck
+	}
+	g.replay = make(chan struct{}, 1)
+	g.wg.Add(3)
 	go g.subscribe(ctx)
 	go g.sendAcks(ctx)
+	go g.replayLoop(ctx)
 	return g, nil
 }
 
@@ -245,13 +301,33 @@ func (g *Generations) Close() error {
 	}
 	g.mu.Unlock()
 	g.wg.Wait()
-	g.setTrusted(false)
+	g.mu.Lock()
+	g.subscribed = false
+	g.updateTrustLocked()
+	g.mu.Unlock()
+	g.leaseTimer.Stop()
+	if g.ownAck != nil {
+		g.ownAck.Close()
+	}
 	return nil
 }
 
+// ackClient is a client like c whose timeouts are the lease: an acknowledgement is
+// useful to its writer for that long, and is sent off the request path, so a replica
+// whose link is slower than the request path's Redis timeout still acknowledges
+// (and its writers need not wait out the lease).
+func ackClient(c *redis.Client, lease time.Duration) *redis.Client {
+	opt := *c.Options()
+	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = lease, lease, lease, lease
+	opt.PoolSize, opt.MinIdleConns = 2, 0
+	opt.PushNotificationProcessor, opt.MaintNotificationsConfig = nil, nil // per client: not shared
+	return redis.NewClient(&opt)
+}
+
 // Trusted reports whether the local table reflects every bump: always with no
-// Redis; with Redis, only while subscribed. When false, rules with consistency
-// strong must treat L1 as empty; eventual rules may use ValidEventual.
+// Redis; with Redis, only while subscribed, within the lease, and with no failed bump
+// of this replica waiting to be replayed. When false, rules with consistency strong
+// must treat L1 as empty; eventual rules may use ValidEventual.
 func (g *Generations) Trusted() bool { return g.state.Load()&1 == 1 }
 
 // Epoch is the current local epoch; it changes at every (re)subscription.
@@ -288,9 +364,10 @@ func (g *Generations) Valid(e *Entry) bool {
 }
 
 // ValidEventual is Valid without the trust requirement, for rules with consistency
-// eventual while the replica is not subscribed: e matches the last generations this
+// eventual while the replica is not trusted: e matches the last generations this
 // replica saw. Freshness still bounds it (Entry.Usable); entries from before a
-// subscription gap never validate (the epoch changed).
+// subscription gap never validate (the epoch changed), nor entries of tags whose
+// bump by this replica failed (forgotten until replayed).
 func (g *Generations) ValidEventual(e *Entry) bool {
 	return g.state.Load()>>1 == e.Epoch && g.matches(e)
 }
@@ -326,10 +403,31 @@ func (g *Generations) knows(tags []string) bool {
 	return true
 }
 
+// stampable reports whether a read of tags may be stamped from Redis: not too many
+// tags, and none whose bump by this replica failed and is not replayed yet (Redis
+// still holds the generation that write outdated).
+func (g *Generations) stampable(tags []string) error {
+	if len(tags) > maxStampTags {
+		return ErrTooManyTags
+	}
+	if !g.pending.Load() {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, t := range tags {
+		if _, ok := g.failed[t]; ok {
+			return ErrPending
+		}
+	}
+	return nil
+}
+
 // Snapshot returns the current generations of tags, to stamp a read that is about
 // to begin. With Redis it is one script call (snapshotScript: missing keys are
-// created, never read as 0), and the local table learns the answer; with no Redis the
-// local table answers.
+// created, with a short TTL, never read as 0), and the local table learns the
+// answer; with no Redis the local table answers. It fails (ErrTooManyTags,
+// ErrPending) for reads that must not be stamped from Redis.
 func (g *Generations) Snapshot(ctx context.Context, tags []string) (Stamp, error) {
 	st := g.state.Load()
 	epoch := st >> 1
@@ -343,10 +441,13 @@ func (g *Generations) Snapshot(ctx context.Context, tags []string) (Stamp, error
 	if len(tags) == 0 {
 		return Stamp{Gens: gens, Epoch: epoch}, nil
 	}
+	if err := g.stampable(tags); err != nil {
+		return Stamp{}, fmt.Errorf("cache: snapshot of %d tags: %w", len(tags), err)
+	}
 	drops := g.table.drops.Load()
 	ctx, cancel := context.WithTimeout(ctx, g.opt.Timeout)
 	defer cancel()
-	vals, err := g.snap.Run(ctx, g.rdb, g.genKeys(tags), g.opt.GenTTL.Milliseconds()).Slice()
+	vals, err := g.snap.Run(ctx, g.rdb, g.genKeys(tags), g.opt.ReadKeyTTL.Milliseconds()).Slice()
 	if err == nil {
 		err = parseGens(vals, gens)
 	}
@@ -359,8 +460,12 @@ func (g *Generations) Snapshot(ctx context.Context, tags []string) (Stamp, error
 }
 
 // learn records generations read from Redis by a read that began in epoch (see
-// table.learn for why the epoch and drops guards).
+// table.learn for why the epoch and drops guards). Nothing is learned while a failed
+// bump is pending: Redis may answer the generation that bump should have replaced.
 func (g *Generations) learn(tags []string, gens []uint64, epoch, drops uint64) {
+	if g.pending.Load() {
+		return
+	}
 	for i, tag := range tags {
 		g.table.learn(hashTag(tag), tag, gens[i], &g.state, epoch, drops)
 	}
@@ -396,10 +501,17 @@ func parseGens(vals []any, gens []uint64) error {
 }
 
 // Bump gives each tag a new, higher generation, at once in the local table and, with
-// Redis, in Redis (one round trip that also publishes the new values to every
-// replica). With WaitApplied it then waits until every replica that received the
-// broadcast has applied it, or AckTimeout (the error then wraps ErrAckTimeout).
-// A failed bump is remembered and retried when Redis answers again.
+// Redis, in Redis (script calls of at most maxBumpChunk tags, each of which also
+// publishes the new values to every replica). With WaitApplied it then waits until
+// every replica that received the broadcast has applied it, or for the lease from the
+// last call's answer: a replica that stayed silent that long has stopped trusting its
+// L1 by then (see "Lease" in doc.go). The error then wraps ErrAckTimeout, and the
+// write may be answered.
+//
+// A bump Redis did not take (an error, a refusal, a timeout) is not lost: its tags
+// are forgotten by the local table at once (this replica's L1 no longer validates
+// what they cover), this replica stops trusting its table, serving L2 for them and
+// stamping reads of them, and the bump is replayed until Redis takes it.
 func (g *Generations) Bump(ctx context.Context, tags []string, mode BumpMode) error {
 	if len(tags) == 0 {
 		return nil
@@ -411,49 +523,97 @@ func (g *Generations) Bump(ctx context.Context, tags []string, mode BumpMode) er
 		g.m.bumped(len(tags))
 		return nil
 	}
-	id := g.seq.Add(1)
-	var w *ackWait
+	var waits []*ackWait
+	var ids []uint64
 	if mode == WaitApplied {
-		// Registered before publishing: an ack may arrive before PUBLISH's answer.
-		w = &ackWait{need: -1, done: make(chan struct{})}
-		g.mu.Lock()
-		g.waiters[id] = w
-		g.mu.Unlock()
 		defer func() {
 			g.mu.Lock()
-			delete(g.waiters, id)
+			for _, id := range ids {
+				delete(g.waiters, id)
+			}
 			g.mu.Unlock()
 		}()
+		for start := 0; start < len(tags); start += maxBumpChunk {
+			// Registered before publishing: an ack may arrive before PUBLISH's answer.
+			id := g.seq.Add(1)
+			w := &ackWait{need: -1, done: make(chan struct{})}
+			g.mu.Lock()
+			g.waiters[id] = w
+			g.mu.Unlock()
+			ids = append(ids, id)
+			waits = append(waits, w)
+		}
 	}
-	receivers, err := g.bumpRedis(ctx, id, tags)
-	if err != nil {
-		g.rememberFailed(tags)
-		return err
+	for i, start := 0, 0; start < len(tags); i, start = i+1, start+maxBumpChunk {
+		chunk := tags[start:min(len(tags), start+maxBumpChunk)]
+		var id uint64
+		if waits == nil {
+			id = g.seq.Add(1)
+		} else {
+			id = ids[i]
+		}
+		receivers, err := g.bumpRedis(ctx, id, chunk)
+		if err != nil && waits != nil {
+			// A writer waiting for its bump: Redis refusing commands for a moment must
+			// not cost read-your-writes on the other replicas, so try again for up to
+			// the lease before giving up on them.
+			receivers, err = g.retryBump(ctx, id, chunk)
+		}
+		if err != nil {
+			g.bumpFailed(tags[start:])
+			return err
+		}
+		if waits != nil {
+			g.mu.Lock()
+			w := waits[i]
+			w.need = receivers
+			if w.got >= w.need {
+				close(w.done)
+			}
+			g.mu.Unlock()
+		}
 	}
-	if w == nil {
+	if waits == nil {
 		return nil
 	}
-	g.mu.Lock()
-	w.need = receivers
-	if w.got >= w.need {
-		close(w.done)
-	}
-	g.mu.Unlock()
-	timer := time.NewTimer(g.opt.AckTimeout)
+	timer := time.NewTimer(g.opt.Lease)
 	defer timer.Stop()
-	select {
-	case <-w.done:
-		g.m.ackWaited(false)
-		return nil
-	case <-timer.C:
-	case <-ctx.Done():
+	for _, w := range waits {
+		select {
+		case <-w.done:
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		g.m.ackWaited(true)
+		return fmt.Errorf("cache: bump of %d tags: a replica did not acknowledge within the lease (%v): %w", len(tags), g.opt.Lease, ErrAckTimeout)
 	}
-	g.m.ackWaited(true)
-	g.mu.Lock()
-	got := w.got
-	g.mu.Unlock()
-	return fmt.Errorf("cache: bump of %d tags: %d of %d replicas acknowledged: %w", len(tags), got, receivers, ErrAckTimeout)
+	g.m.ackWaited(false)
+	return nil
 }
+
+// retryBump retries a failed bump every bumpRetry until Redis takes it or the lease
+// has passed since the first failure.
+func (g *Generations) retryBump(ctx context.Context, id uint64, tags []string) (int, error) {
+	deadline := time.Now().Add(g.opt.Lease)
+	for {
+		wait := min(bumpRetry, time.Until(deadline))
+		if wait <= 0 {
+			return 0, fmt.Errorf("cache: bump of %d tags not taken by Redis within the lease (%v)", len(tags), g.opt.Lease)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		if n, err := g.bumpRedis(ctx, id, tags); err == nil {
+			return n, nil
+		}
+	}
+}
+
+// bumpRetry is how often a writer retries a bump Redis refused.
+const bumpRetry = 50 * time.Millisecond
 
 // bumpRedis runs bumpScript and applies the new generations locally.
 func (g *Generations) bumpRedis(ctx context.Context, id uint64, tags []string) (int, error) {
@@ -491,70 +651,154 @@ func (g *Generations) bumpRedis(ctx context.Context, id uint64, tags []string) (
 	return int(receivers), nil
 }
 
-// rememberFailed keeps tags whose bump did not reach Redis, to bump them when it is
-// back: other replicas (and L2) may hold entries the write made outdated.
-func (g *Generations) rememberFailed(tags []string) {
+// bumpFailed handles tags whose bump Redis did not take: they are remembered for
+// replay (this replica is untrusted until then) and forgotten by the local table
+// right away, so that not even ValidEventual serves what they cover.
+func (g *Generations) bumpFailed(tags []string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	lost := 0
 	for _, t := range tags {
-		if len(g.failed) < maxFailed {
-			g.failed[t] = struct{}{}
+		if len(g.failed) >= maxFailed {
+			lost++
 			continue
 		}
-		if db := databaseOf(t); db != "" {
-			g.failed[DatabaseTag(db)] = struct{}{} // too many: bump the whole database
-		} else {
-			g.log.Error("failed invalidation not remembered: too many, and no database in tag", "tag", t)
+		g.failed[t] = struct{}{}
+	}
+	g.pending.Store(true) // before the table forgets: a learn that checks later skips
+	g.m.setPending(len(g.failed))
+	g.updateTrustLocked()
+	g.mu.Unlock()
+	for _, t := range tags {
+		g.table.forget(hashTag(t), t)
+	}
+	if lost > 0 {
+		// Nothing left to replay them with: at least this replica forgets everything.
+		g.m.invalidationsLost(lost)
+		g.log.Error("failed invalidations beyond the replay bound were dropped; other replicas may serve what they outdated until the TTL",
+			"dropped", lost, "bound", maxFailed)
+		g.newEpoch()
+	}
+	select {
+	case g.replay <- struct{}{}:
+	default:
+	}
+}
+
+// replayLoop re-sends failed bumps until Redis takes them: at once when one fails,
+// then every heartbeat while any is left.
+func (g *Generations) replayLoop(ctx context.Context) {
+	defer g.wg.Done()
+	tick := time.NewTicker(g.opt.HealthInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.replay:
+		case <-tick.C:
+		}
+		if !g.pending.Load() {
+			continue
+		}
+		if err := g.retryFailed(ctx); err != nil {
+			g.log.Debug("re-sending failed invalidations", "err", err)
 		}
 	}
 }
 
-// retryFailed bumps the remembered failed tags again.
+// retryFailed bumps the remembered failed tags again; once all are taken, this
+// replica may trust its table again.
 func (g *Generations) retryFailed(ctx context.Context) error {
 	g.mu.Lock()
-	if len(g.failed) == 0 {
-		g.mu.Unlock()
-		return nil
-	}
 	tags := make([]string, 0, len(g.failed))
 	for t := range g.failed {
 		tags = append(tags, t)
 	}
-	clear(g.failed)
 	g.mu.Unlock()
-	for len(tags) > 0 { // in batches: one script call must stay short
-		n := min(len(tags), 256)
+	for len(tags) > 0 {
+		n := min(len(tags), maxBumpChunk)
 		if _, err := g.bumpRedis(ctx, g.seq.Add(1), tags[:n]); err != nil {
-			g.rememberFailed(tags)
 			return err
 		}
+		g.mu.Lock()
+		for _, t := range tags[:n] {
+			delete(g.failed, t)
+		}
+		g.m.setPending(len(g.failed))
+		g.mu.Unlock()
 		g.log.Info("re-sent invalidations that had failed", "tags", n)
 		tags = tags[n:]
 	}
+	g.mu.Lock()
+	if len(g.failed) == 0 {
+		g.pending.Store(false)
+		g.updateTrustLocked()
+	}
+	g.mu.Unlock()
 	return nil
 }
 
-// setTrusted changes the trust bit (keeping the epoch) and wakes waiters.
-func (g *Generations) setTrusted(on bool) {
+// updateTrust recomputes the trust bit (the lease timer calls it).
+func (g *Generations) updateTrust() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.updateTrustLocked()
+	g.mu.Unlock()
+}
+
+// updateTrustLocked sets the trust bit to subscribed && lease running && no failed
+// bump pending (keeping the epoch), arms the lease timer, and wakes waiters.
+func (g *Generations) updateTrustLocked() {
+	now := time.Now()
+	on := g.subscribed && !g.pending.Load() && now.Before(g.leaseUntil)
+	if on {
+		g.leaseTimer.Reset(g.leaseUntil.Sub(now))
+	}
 	st := g.state.Load()
 	if (st&1 == 1) == on {
 		return
 	}
+	if !on && g.subscribed && !g.pending.Load() {
+		g.m.leaseLapsed()
+	}
 	g.state.Store(st&^1 | b2u(on))
-	g.m.setSubscribed(on)
+	g.m.setTrusted(on)
 	close(g.stateCh)
 	g.stateCh = make(chan struct{})
 }
 
-// newEpoch forgets the local table, untrusted. The epoch is bumped BEFORE the
-// table is cleared, so a concurrent learn either sees the new epoch (and skips) or
-// stores into a shard that is cleared afterwards.
+// renewLease extends the lease to sent + the lease's local share: sent is when a
+// message went out whose answer proves that everything published before Redis
+// handled it has been applied (a PING on the subscription, or the SUBSCRIBE).
+// The local share is 4/5 of the lease: writers wait the whole lease, and the rest
+// absorbs a late timer.
+func (g *Generations) renewLease(sent time.Time) {
+	until := sent.Add(g.opt.Lease - g.opt.Lease/5)
+	g.mu.Lock()
+	if until.After(g.leaseUntil) {
+		g.leaseUntil = until
+	}
+	g.updateTrustLocked()
+	g.mu.Unlock()
+}
+
+func (g *Generations) setSubscribed(on bool) {
+	g.mu.Lock()
+	g.subscribed = on
+	if !on {
+		g.leaseUntil = time.Time{}
+	}
+	g.m.setSubscribed(on)
+	g.updateTrustLocked()
+	g.mu.Unlock()
+}
+
+// newEpoch forgets the local table. The epoch is bumped BEFORE the table is
+// cleared, so a concurrent learn either sees the new epoch (and skips) or stores
+// into a shard that is cleared afterwards.
 func (g *Generations) newEpoch() {
 	g.mu.Lock()
 	st := g.state.Load()
-	g.state.Store(((st >> 1) + 1) << 1)
+	g.state.Store(((st>>1)+1)<<1 | st&1)
 	g.mu.Unlock()
 	g.table.clear()
 }
@@ -574,7 +818,7 @@ func (g *Generations) subscribe(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := g.subscribeOnce(ctx)
-		g.setTrusted(false)
+		g.setSubscribed(false)
 		if ctx.Err() != nil {
 			return
 		}
@@ -591,48 +835,69 @@ func (g *Generations) subscribe(ctx context.Context) {
 	}
 }
 
+// subscribeOnce runs one subscription: it applies bump messages, counts
+// acknowledgements, and sends the heartbeat (a PING every HealthInterval, whose
+// answer renews the lease). It returns when the connection fails or when nothing has
+// been heard on it for two leases (a hung peer never errors).
 func (g *Generations) subscribeOnce(ctx context.Context) error {
 	ps := g.rdb.Subscribe(ctx)
 	g.mu.Lock()
 	g.ps = ps
 	g.mu.Unlock()
 	defer ps.Close()
+	sent := time.Now()
 	// The ack channel first: once the invalidate confirmation arrives, both are live.
 	if err := ps.Subscribe(ctx, g.ackCh, g.invalCh); err != nil {
 		return fmt.Errorf("cache: subscribe: %w", err)
 	}
-	pinged := false
+	interval := g.opt.HealthInterval
+	deadAfter := max(2*g.opt.Lease, 4*interval)
+	pings := map[string]time.Time{} // PING payload -> when it was sent
+	var pingSeq uint64
+	var nextPing time.Time
+	heard := time.Now()
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, g.opt.HealthInterval)
+		now := time.Now()
+		if now.Sub(heard) > deadAfter {
+			return fmt.Errorf("cache: nothing heard on the subscription for %v", now.Sub(heard).Round(time.Millisecond))
+		}
+		if !now.Before(nextPing) {
+			pingSeq++
+			payload := strconv.FormatUint(pingSeq, 10)
+			if err := ps.Ping(ctx, payload); err != nil {
+				return fmt.Errorf("cache: subscription ping: %w", err)
+			}
+			pings[payload] = now
+			nextPing = now.Add(interval)
+			for p, t := range pings { // answers that never came (a reconnect lost them)
+				if now.Sub(t) > deadAfter {
+					delete(pings, p)
+				}
+			}
+		}
+		msg, err := ps.ReceiveTimeout(ctx, max(time.Until(nextPing), time.Millisecond))
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !pinged {
-				// Idle: prove the connection is alive (a hung peer never errors).
-				pinged = true
-				if err := ps.Ping(ctx); err != nil {
-					return fmt.Errorf("cache: subscription ping: %w", err)
-				}
-				if g.Trusted() {
-					if err := g.retryFailed(ctx); err != nil {
-						g.log.Warn("re-sending failed invalidations", "err", err)
-					}
-				}
+			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
 			return fmt.Errorf("cache: subscription receive: %w", err)
 		}
-		pinged = false
+		heard = time.Now()
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == g.invalCh {
 				// Bumps may have been missed while not subscribed: nothing this replica
 				// learned before may validate again.
 				g.newEpoch()
-				if err := g.retryFailed(ctx); err != nil {
-					return err
-				}
-				g.setTrusted(true)
+				g.setSubscribed(true)
+				g.renewLease(sent)
 				g.log.Info("subscribed to invalidations; new local epoch", "epoch", g.Epoch())
+			}
+		case *redis.Pong:
+			if t, ok := pings[m.Payload]; ok {
+				delete(pings, m.Payload)
+				g.renewLease(t)
 			}
 		case *redis.Message:
 			switch m.Channel {
@@ -720,6 +985,11 @@ func (g *Generations) acked(payload string) {
 // subscriber never waits for a round trip per message.
 func (g *Generations) sendAcks(ctx context.Context) {
 	defer g.wg.Done()
+	// Open the connection now, not at the first ack: on a slow link the handshake
+	// takes round trips a writer would wait out.
+	pctx, cancel := context.WithTimeout(ctx, g.opt.Lease)
+	g.ackRdb.Ping(pctx)
+	cancel()
 	for {
 		var a ackOut
 		select {
@@ -727,7 +997,7 @@ func (g *Generations) sendAcks(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		pipe := g.rdb.Pipeline()
+		pipe := g.ackRdb.Pipeline()
 		pipe.Publish(ctx, g.opt.Prefix+"ack:"+a.writer, strconv.FormatUint(a.id, 10))
 	drain:
 		for pipe.Len() < 256 {
@@ -738,25 +1008,10 @@ func (g *Generations) sendAcks(ctx context.Context) {
 				break drain
 			}
 		}
-		cctx, cancel := context.WithTimeout(ctx, g.opt.Timeout)
+		cctx, cancel := context.WithTimeout(ctx, g.opt.Lease)
 		if _, err := pipe.Exec(cctx); err != nil {
 			g.m.redisError("ack")
 		}
 		cancel()
 	}
-}
-
-// databaseOf returns "projects/p/databases/d" from a tag holding a resource name,
-// or "".
-func databaseOf(tag string) string {
-	i := strings.Index(tag, "projects/")
-	if i < 0 {
-		return ""
-	}
-	s := tag[i:]
-	parts := strings.SplitN(s, "/", 5)
-	if len(parts) < 4 || parts[2] != "databases" || parts[1] == "" || parts[3] == "" {
-		return ""
-	}
-	return strings.Join(parts[:4], "/")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,12 +222,12 @@ func TestGenerationsRedisCut(t *testing.T) {
 	}
 }
 
-// A hung Redis (connection open, no bytes moving) is noticed by the health ping.
+// A hung Redis (connection open, no bytes moving): the lease lapses, so the replica
+// stops trusting its table, and trusts it again once the bus answers.
 func TestGenerationsRedisHung(t *testing.T) {
 	prefix := testbed.RedisPrefix(t, "cache")
 	relay := testbed.NewRelay(t, redisAddr)
 	g := newGens(t, testClient(t, relay.Addr(), 300*time.Millisecond), prefix)
-	epoch := g.Epoch()
 	relay.Pause()
 	waitTrusted(t, g, false)
 	if _, err := g.Snapshot(context.Background(), []string{tagP1}); err == nil {
@@ -234,9 +235,6 @@ func TestGenerationsRedisHung(t *testing.T) {
 	}
 	relay.Resume()
 	waitTrusted(t, g, true)
-	if g.Epoch() == epoch {
-		t.Fatal("no new epoch after the hang")
-	}
 }
 
 func TestParseBumpRejectsGarbage(t *testing.T) {
@@ -254,15 +252,42 @@ func TestParseBumpRejectsGarbage(t *testing.T) {
 	}
 }
 
-func TestDatabaseOf(t *testing.T) {
-	for tag, want := range map[string]string{
-		tagP1:             db,
-		tagAll:            db,
-		GroupTag(db, "x"): db,
-		"doc:nothing":     "",
-	} {
-		if got := databaseOf(tag); got != want {
-			t.Errorf("databaseOf(%q) = %q, want %q", tag, got, want)
-		}
+// formatBump is the message bumpRedis and bumpScript publish, for the fuzz target.
+func formatBump(writer string, id uint64, tags []string, gens []uint64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "h1 %s %d %d\n", writer, id, len(tags))
+	for _, t := range tags {
+		fmt.Fprintf(&b, "%d:%s", len(t), t)
 	}
+	for i, g := range gens {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d", g)
+	}
+	return b.String()
+}
+
+// FuzzParseBump: any message on the invalidation channel (anyone who can PUBLISH to
+// Redis can send one) is parsed without panicking or allocating beyond its size, and
+// what parses is exactly what formatting it again gives back.
+func FuzzParseBump(f *testing.F) {
+	f.Add(formatBump("w", 7, []string{"a:b", "c"}, []uint64{5, 6}))
+	f.Add(formatBump("0123abcd", 1, []string{tagP1, tagColl, tagAll}, []uint64{1733390000000000, 2, 18446744073709551615}))
+	for _, p := range []string{"", "h1 w 1 1\n", "h1 w 1 2\n3:abc1", "h1 w x 1\n1:a1", "h1 w 1 1\n9:a1", "h2 w 1 0\n", "h1 w 1 99999999999\n", "h1 w 1 1\n-1:1", "h1 w 1 1\n1:a1,2"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		w, id, tags, gens, err := parseBump(p)
+		if err != nil {
+			return
+		}
+		if len(tags) != len(gens) || len(tags) > len(p) {
+			t.Fatalf("%d tags, %d gens from %d bytes", len(tags), len(gens), len(p))
+		}
+		w2, id2, tags2, gens2, err := parseBump(formatBump(w, id, tags, gens))
+		if err != nil || w2 != w || id2 != id || fmt.Sprint(tags2) != fmt.Sprint(tags) || fmt.Sprint(gens2) != fmt.Sprint(gens) {
+			t.Fatalf("round trip of %q: %q %d %q %v, %v", p, w2, id2, tags2, gens2, err)
+		}
+	})
 }

@@ -28,7 +28,7 @@ func testClient(t testing.TB, addr string, timeout time.Duration) *redis.Client 
 func newGens(t testing.TB, rdb redis.UniversalClient, prefix string) *Generations {
 	t.Helper()
 	g, err := NewGenerations(GenerationsOptions{
-		Redis: rdb, Prefix: prefix, Timeout: time.Second, AckTimeout: 5 * time.Second,
+		Redis: rdb, Prefix: prefix, Timeout: time.Second,
 		HealthInterval: 200 * time.Millisecond,
 	})
 	if err != nil {

@@ -14,25 +14,33 @@ import (
 // expiring at their StaleUntil. Every call is one round trip bounded by the timeout;
 // concurrent lookups share round trips (see batcher).
 type L2 struct {
-	rdb     redis.UniversalClient
-	prefix  string
-	timeout time.Duration
-	genTTL  time.Duration // of generation keys lookupScript creates
-	m       *Metrics
-	set     *redis.Script
-	lookup  *redis.Script
-	batch   batcher
+	rdb        redis.UniversalClient
+	prefix     string
+	timeout    time.Duration
+	readKeyTTL time.Duration // of generation keys lookupScript creates
+	m          *Metrics
+	set        *redis.Script
+	lookup     *redis.Script
+	batch      batcher
 }
 
 // setScript is the "no stale fill" guard: it stores the entry only if every tag's
 // current generation still equals the one the read recorded when it began, checked
-// and stored atomically. KEYS: entry key, gen keys…; ARGV: payload, ttl ms, gens….
+// and stored atomically. It then makes each generation key live at least as long as
+// the entry (a key a read created lives only ReadKeyTTL; only stored entries and
+// writes make keys that last). KEYS: entry key, gen keys…; ARGV: payload, ttl ms,
+// gens….
 const setScript = `
 for i = 2, #KEYS do
   local cur = redis.call('GET', KEYS[i]) or '0'
   if cur ~= ARGV[i + 1] then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local ttl = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  local left = redis.call('PTTL', KEYS[i])
+  if left >= 0 and left < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
 return 1
 `
 
@@ -46,7 +54,7 @@ func NewL2(rdb redis.UniversalClient, prefix string, timeout time.Duration, m *M
 		timeout = 25 * time.Millisecond
 	}
 	l := &L2{
-		rdb: rdb, prefix: prefix, timeout: timeout, genTTL: 7 * 24 * time.Hour, m: m,
+		rdb: rdb, prefix: prefix, timeout: timeout, readKeyTTL: time.Minute, m: m,
 		set: redis.NewScript(setScript), lookup: redis.NewScript(lookupScript),
 	}
 	l.batch.l = l

@@ -212,9 +212,9 @@ func sameTags(a, b []string) bool {
 }
 
 // lookupScript is MGET of the entry and the generations, except that missing
-// generation keys are first created as snapshotScript does (never read as 0), so the
-// generations it answers can stamp a read that begins now. KEYS: entry key, gen
-// keys…; ARGV: gen TTL ms. Returns {entry or false, gen…}.
+// generation keys are first created as snapshotScript does (never read as 0, with
+// the short read key TTL), so the generations it answers can stamp a read that
+// begins now. KEYS: entry key, gen keys…; ARGV: read key TTL ms. Returns {entry or false, gen…}.
 const lookupScript = genOrCreateLua + `
 local out = {redis.call('GET', KEYS[1])}
 for i = 2, #KEYS do
@@ -239,7 +239,7 @@ func (l *L2) lookupCmd(ctx context.Context, k Key, tags []string, create bool) r
 	for _, t := range tags {
 		args = append(args, l.genKey(t))
 	}
-	args = append(args, l.genTTL.Milliseconds())
+	args = append(args, l.readKeyTTL.Milliseconds())
 	return redis.NewSliceCmd(ctx, args...)
 }
 
@@ -254,7 +254,7 @@ func (l *L2) lookupResult(ctx context.Context, k Key, tags []string, cmd redis.C
 		for i, t := range tags {
 			keys[1+i] = l.genKey(t)
 		}
-		vals, err = l.lookup.Eval(ctx, l.rdb, keys, l.genTTL.Milliseconds()).Slice()
+		vals, err = l.lookup.Eval(ctx, l.rdb, keys, l.readKeyTTL.Milliseconds()).Slice()
 	}
 	if err == nil && len(vals) != 1+len(tags) {
 		err = fmt.Errorf("lookup answered %d values for %d tags", len(vals), len(tags))

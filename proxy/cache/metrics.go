@@ -15,6 +15,10 @@ type Metrics struct {
 	ackWaits      prometheus.Counter
 	ackTimeouts   prometheus.Counter
 	l2StaleRefuse prometheus.Counter
+	trusted       prometheus.Gauge
+	leaseLapses   prometheus.Counter
+	pending       prometheus.Gauge
+	lost          prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -31,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"op"}),
 		subscribed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "harvest_cache_invalidation_subscribed",
-			Help: "1 while subscribed to cross-replica invalidations (L1 trusted), 0 otherwise.",
+			Help: "1 while subscribed to cross-replica invalidations, 0 otherwise.",
 		}),
 		resubscribes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "harvest_cache_invalidation_subscriptions_total",
@@ -47,16 +51,33 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		ackTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "harvest_cache_bump_ack_timeouts_total",
-			Help: "Acknowledgement waits that ended at the timeout before every replica answered.",
+			Help: "Acknowledgement waits that ended at the invalidation lease before every replica answered.",
 		}),
 		l2StaleRefuse: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "harvest_cache_l2_stale_fills_refused_total",
 			Help: "L2 stores refused because a tag was bumped after the read began.",
 		}),
+		trusted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "harvest_cache_l1_trusted",
+			Help: "1 while L1 is trusted (subscribed, within the invalidation lease, no failed invalidation pending); 0: L1 serves only consistency: eventual rules.",
+		}),
+		leaseLapses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "harvest_cache_invalidation_lease_lapses_total",
+			Help: "Times L1 stopped being trusted because nothing was heard from the invalidation bus within the lease.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "harvest_cache_invalidations_pending",
+			Help: "Tags whose invalidation Redis did not take, waiting to be replayed (L1 untrusted meanwhile).",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "harvest_cache_invalidations_lost_total",
+			Help: "Failed invalidations dropped beyond the replay bound (other replicas may serve what they outdated until the TTL).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.evictions, m.redisErrors, m.subscribed, m.resubscribes,
-			m.bumps, m.ackWaits, m.ackTimeouts, m.l2StaleRefuse)
+			m.bumps, m.ackWaits, m.ackTimeouts, m.l2StaleRefuse, m.trusted, m.leaseLapses,
+			m.pending, m.lost)
 	}
 	return m
 }
@@ -121,5 +142,34 @@ func (m *Metrics) ackWaited(timedOut bool) {
 func (m *Metrics) staleFillRefused() {
 	if m != nil {
 		m.l2StaleRefuse.Inc()
+	}
+}
+
+func (m *Metrics) setTrusted(on bool) {
+	if m == nil {
+		return
+	}
+	if on {
+		m.trusted.Set(1)
+	} else {
+		m.trusted.Set(0)
+	}
+}
+
+func (m *Metrics) leaseLapsed() {
+	if m != nil {
+		m.leaseLapses.Inc()
+	}
+}
+
+func (m *Metrics) setPending(n int) {
+	if m != nil {
+		m.pending.Set(float64(n))
+	}
+}
+
+func (m *Metrics) invalidationsLost(n int) {
+	if m != nil {
+		m.lost.Add(float64(n))
 	}
 }

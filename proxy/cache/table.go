@@ -140,3 +140,16 @@ func (t *table) clear() {
 		s.mu.Unlock()
 	}
 }
+
+// forget drops tag, counting a drop so that a read which began before cannot learn it
+// again (table.learn): a bump of it failed, and Redis may still answer the value the
+// bump should have replaced.
+func (t *table) forget(h uint64, tag string) {
+	s := t.shard(h)
+	s.mu.Lock()
+	if tg, ok := s.m[h]; ok && tg.tag == tag {
+		delete(s.m, h)
+	}
+	t.drops.Add(1)
+	s.mu.Unlock()
+}

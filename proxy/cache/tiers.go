@@ -36,14 +36,14 @@ func (s Source) String() string {
 }
 
 // Config configures Tiers. Zero values take the defaults documented on
-// GenerationsOptions and rules.Cache.
+// GenerationsOptions and rules.Cache (Cache.InvalidationLease is the lease).
 type Config struct {
 	Cache rules.Cache
 	// Redis, if set, is used instead of dialing Cache.RedisURL (tests, relays); Tiers
 	// does not close it.
 	Redis          redis.UniversalClient
-	AckTimeout     time.Duration
 	GenTTL         time.Duration
+	ReadKeyTTL     time.Duration
 	HealthInterval time.Duration
 	MaxTags        int
 	Registerer     prometheus.Registerer
@@ -64,8 +64,9 @@ type Config struct {
 //
 // Errors are for logging only: a failed Lookup is a miss; a failed Begin means
 // "serve the answer but do not Fill"; a failed BeforeWrite/AfterWrite must not fail
-// the write (the failed bump is re-sent once Redis answers; ErrAckTimeout means a
-// slow replica). Every read's tags should include DatabaseTag(db), so that
+// the write (the failed bump is replayed until Redis takes it, and this replica does
+// not trust what it covers meanwhile; ErrAckTimeout means a replica stayed silent
+// for the whole lease, and has stopped trusting its L1). Every read's tags should include DatabaseTag(db), so that
 // PurgeDatabase works.
 // The fields are exported for metrics, admin and tests; L2 is nil without Redis.
 type Tiers struct {
@@ -130,7 +131,7 @@ func New(cfg Config) (*Tiers, error) {
 	}
 	gens, err := NewGenerations(GenerationsOptions{
 		Redis: rdb, Prefix: cfg.Cache.KeyPrefix, Timeout: cfg.Cache.RedisTimeout,
-		AckTimeout: cfg.AckTimeout, MaxTags: cfg.MaxTags, GenTTL: cfg.GenTTL,
+		Lease: cfg.Cache.InvalidationLease, MaxTags: cfg.MaxTags, GenTTL: cfg.GenTTL, ReadKeyTTL: cfg.ReadKeyTTL,
 		HealthInterval: cfg.HealthInterval, Logger: cfg.Logger, Metrics: m,
 	})
 	if err != nil {
@@ -145,7 +146,7 @@ func New(cfg Config) (*Tiers, error) {
 	}
 	if rdb != nil {
 		t.L2 = NewL2(rdb, gens.opt.Prefix, gens.opt.Timeout, m)
-		t.L2.genTTL = gens.opt.GenTTL
+		t.L2.readKeyTTL = gens.opt.ReadKeyTTL
 	}
 	return t, nil
 }
@@ -192,6 +193,11 @@ func (t *Tiers) LookupStamped(ctx context.Context, key Key, tags []string, c rul
 		}
 	}
 	if t.L2 == nil {
+		return nil, Miss, Stamp{}, nil
+	}
+	if err := t.Gens.stampable(tags); err != nil {
+		// Too many tags to cache, or a bump of one of them failed here and Redis still
+		// holds the generation it outdated: neither L2 nor a stamp can be trusted.
 		return nil, Miss, Stamp{}, nil
 	}
 	var since time.Time
@@ -297,15 +303,22 @@ func (t *Tiers) fillL1(key Key, e *Entry) error {
 	return nil
 }
 
-// BeforeWrite bumps the tags a write touches, before it is forwarded: reads that
-// begin from now on are stamped after this bump.
-func (t *Tiers) BeforeWrite(ctx context.Context, tags []string) error {
-	return t.Gens.Bump(ctx, tags, NoWait)
-}
+// BeforeWrite is called before a write is forwarded. It bumps nothing: a write the
+// upstream refuses (a 403, a 400) must not invalidate anything, or anyone could
+// empty everyone's cache with writes they may not make. The no-stale-fill promise
+// does not need a bump before forwarding: every fill is a compare-and-set against
+// the generations its read began with (L2.Set, and Valid for L1), and AfterWrite's
+// bump, made once the write may have landed and before it is answered, outdates
+// every read that began before it, whether its fill comes before or after the bump.
+// It is kept so that every front calls the same pair around a write.
+func (t *Tiers) BeforeWrite(ctx context.Context, tags []string) error { return nil }
 
-// AfterWrite bumps them again after the upstream's success, and waits until every
-// replica applied it: reads that began during the write (and saw the first bump)
-// are outdated too, and once the client is answered no replica serves them.
+// AfterWrite bumps the tags a write touches once it may have landed (a success, or
+// an unknown outcome: no answer, a 5xx), and waits until every replica applied it or
+// the lease passed: once the client is answered no replica serves what the write
+// outdated. A bump Redis does not take is handled by Generations.Bump (forgotten
+// locally, this replica untrusted, replayed); it is never widened beyond the write's
+// own tags. The work is proportional to the write (chunks of maxBumpChunk tags).
 func (t *Tiers) AfterWrite(ctx context.Context, tags []string) error {
 	return t.Gens.Bump(ctx, tags, WaitApplied)
 }

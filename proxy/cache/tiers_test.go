@@ -16,8 +16,8 @@ import (
 func newTiers(t testing.TB, rdb redis.UniversalClient, prefix string, l1Bytes int64, reg prometheus.Registerer) *Tiers {
 	t.Helper()
 	tr, err := New(Config{
-		Cache: rules.Cache{L1MaxBytes: l1Bytes, L1MaxEntries: 1000, KeyPrefix: prefix, RedisTimeout: time.Second},
-		Redis: rdb, AckTimeout: 5 * time.Second, HealthInterval: 200 * time.Millisecond, Registerer: reg,
+		Cache: rules.Cache{L1MaxBytes: l1Bytes, L1MaxEntries: 1000, KeyPrefix: prefix, RedisTimeout: time.Second, InvalidationLease: 5 * time.Second},
+		Redis: rdb, HealthInterval: 200 * time.Millisecond, Registerer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
