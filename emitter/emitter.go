@@ -43,6 +43,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/harvest-hub/edge/emitter/event"
+	"github.com/harvest-hub/edge/emitter/intent"
 	"github.com/harvest-hub/edge/emitter/outbox"
 	"github.com/harvest-hub/edge/emitter/publisher"
 	"github.com/harvest-hub/edge/rules"
@@ -72,6 +73,7 @@ type Emitter struct {
 	box     *outbox.Outbox
 	order   docOrder
 	metrics *metrics
+	in      intents
 
 	dir               string // the outbox directory
 	publishTimeout    time.Duration
@@ -102,6 +104,11 @@ func New(cfg rules.Events, log *slog.Logger, reg prometheus.Registerer) (*Emitte
 	if err != nil {
 		return nil, fmt.Errorf("emitter: %w", err)
 	}
+	journal, open, err := intent.OpenJournal(filepath.Join(cfg.OutboxDir, "intents"))
+	if err != nil {
+		box.Close()
+		return nil, fmt.Errorf("emitter: %w", err)
+	}
 	e := &Emitter{
 		log:               log.With("component", "emitter"),
 		box:               box,
@@ -112,6 +119,14 @@ func New(cfg rules.Events, log *slog.Logger, reg prometheus.Registerer) (*Emitte
 		closeDrainTimeout: CloseDrainTimeout,
 		wake:              make(chan struct{}, 1),
 		stop:              make(chan struct{}),
+		in: intents{
+			journal:   journal,
+			freeSpace: statfsFree(cfg.OutboxDir),
+			open:      map[uint64]*openIntent{},
+		},
+	}
+	for _, o := range open { // left by a process that died: due at once
+		e.in.open[o.Intent.ID] = &openIntent{in: o.Intent, landed: o.Landed}
 	}
 	if cfg.AMQPURL != "" {
 		e.pub = publisher.New(publisher.Config{
@@ -129,6 +144,10 @@ func New(cfg rules.Events, log *slog.Logger, reg prometheus.Registerer) (*Emitte
 	}
 	if p := box.Pending(); p > 0 {
 		e.log.Info("outbox has pending events from before", "events", p, "dir", cfg.OutboxDir)
+	}
+	if len(open) > 0 {
+		e.log.Warn("write intents left open by a previous process: they are resolved against the upstream",
+			"intents", len(open), "dir", cfg.OutboxDir)
 	}
 	e.drained.Add(1)
 	go e.drain()
@@ -381,7 +400,11 @@ func (e *Emitter) Close() error {
 	if e.pub != nil {
 		_ = e.pub.Close()
 	}
-	if err := e.box.Close(); err != nil {
+	err := e.box.Close()
+	if jerr := e.in.journal.Close(); err == nil {
+		err = jerr
+	}
+	if err != nil {
 		return fmt.Errorf("emitter: close: %w", err)
 	}
 	return nil

@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	published, confirmed, nacked, outboxed, drained prometheus.Counter
-	lost, refused, quarantined                      prometheus.Counter
+	lost, refused, quarantined, recovered           prometheus.Counter
 	latency                                         prometheus.Histogram
 	all                                             []prometheus.Collector
 }
@@ -23,14 +23,17 @@ func newMetrics(e *Emitter) *metrics {
 			"(disk failure, emitter closed, unparseable upstream answer); each is logged at error level."),
 		quarantined: counter("quarantined_total", "Outbox records that passed their checksum but did not decode, "+
 			"set aside in the outbox's quarantine/ directory; each is logged at error level."),
-		refused: counter("refused_writes_total", "Writes refused (503) before forwarding because the outbox was full."),
+		recovered: counter("recovered_total", "Events of writes whose outcome was open (a crash, an unknown upstream answer) "+
+			"kept after resolving them against the upstream or replaying their landed record."),
+		refused: counter("refused_writes_total", "Writes refused (503) before forwarding because their events could not be kept: the outbox at its cap, "+
+			"the disk nearly full or failing."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "harvest", Subsystem: "events", Name: "publish_seconds",
 			Help:    "Time from publishing a batch of events to all of its confirms.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 	}
-	m.all = []prometheus.Collector{m.published, m.confirmed, m.nacked, m.outboxed, m.drained, m.lost, m.refused, m.quarantined, m.latency,
+	m.all = []prometheus.Collector{m.published, m.confirmed, m.nacked, m.outboxed, m.drained, m.lost, m.refused, m.quarantined, m.recovered, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_depth_events",
 			Help: "Events in the outbox not yet confirmed."}, func() float64 { return float64(e.box.Pending()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_bytes",

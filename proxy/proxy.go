@@ -62,6 +62,8 @@ type Proxy struct {
 	admin     *http.Server
 	adminAddr atomic.Value // string: where the admin listener listens, once Serve opened it
 	draining  atomic.Bool
+
+	own ownCredentials // events.go: the proxy's own reads, resolving open write intents
 }
 
 // New builds a Proxy from resolved options. It dials nothing yet but Redis (whose
@@ -130,6 +132,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 // Serve is Run on a listener the caller opened (tests use port 0).
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	// Write intents a crash left open are resolved before serving (events.go).
+	rctx, stopResolving := context.WithCancel(ctx)
+	resolving := p.resolveIntents(rctx)
+	defer func() { stopResolving(); <-resolving }()
 	errc := make(chan error, 2)
 	go func() { errc <- p.server.Serve(ln) }()
 	if p.opts.AdminListen != "" {

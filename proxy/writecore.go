@@ -131,17 +131,27 @@ func (w *pendingWrite) succeeded(ans WriteAnswer) {
 // failed: the upstream refused the write definitively (HTTP 4xx; a gRPC status that
 // means nothing was applied).
 func (w *pendingWrite) failed() {
-	w.settle("failed")
+	if !w.settle("failed") {
+		return
+	}
+	if w.plan != nil {
+		w.plan.pending.Failed()
+	}
 }
 
 // unknown: no answer, 5xx, or a gRPC UNAVAILABLE/DEADLINE_EXCEEDED/INTERNAL/UNKNOWN/
 // cancellation mid-call: invalidated as if it landed (a needless miss is cheap, a
-// stale read is not); no event unless the outcome is later resolved.
+// stale read is not); its intent stays open and is resolved against the upstream
+// once the write must have settled (events.go, resolveIntents): events only if it
+// landed.
 func (w *pendingWrite) unknown() {
 	if !w.settle("unknown") {
 		return
 	}
 	w.p.afterWrite(w.req)
+	if w.plan != nil {
+		w.plan.pending.Unknown() // resolved against the upstream once it must have settled
+	}
 }
 
 // afterWrite is the second bump. Its failure (Redis down, a replica slow to

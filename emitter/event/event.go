@@ -244,6 +244,27 @@ func valueOf(dw classify.DocWrite, res *firestorepb.WriteResult, answer *firesto
 	return doc, nil
 }
 
+// FieldAt is the value at a (possibly nested, possibly backquoted) field path of doc;
+// false when the path is malformed or absent.
+func FieldAt(doc *firestorepb.Document, path string) (*firestorepb.Value, bool) {
+	segs, err := splitFieldPath(path)
+	if err != nil {
+		return nil, false
+	}
+	fields := doc.GetFields()
+	for i, s := range segs {
+		v, ok := fields[s]
+		if !ok {
+			return nil, false
+		}
+		if i == len(segs)-1 {
+			return v, true
+		}
+		fields = v.GetMapValue().GetFields()
+	}
+	return nil, false
+}
+
 // setField sets a (possibly nested, possibly backquoted) field path in doc.
 func setField(doc *firestorepb.Document, path string, v *firestorepb.Value) error {
 	segs, err := splitFieldPath(path)

@@ -305,13 +305,22 @@ func (o *offsetReader) Read(p []byte) (int, error) {
 // Append stores records durably, in order, after everything appended before it, and
 // returns once they are fsynced.
 func (o *Outbox) Append(records [][]byte) error {
+	_, err := o.Add(records, true)
+	return err
+}
+
+// Add is Append that returns the sequence number of the first record, and fsyncs
+// only when sync is set. Without sync the records survive the process being killed
+// (they are in the kernel's page cache) but not the machine losing power; a later
+// synced Add (or Close) makes them durable too.
+func (o *Outbox) Add(records [][]byte, sync bool) (first uint64, err error) {
 	if len(records) == 0 {
-		return nil
+		return 0, nil
 	}
 	size := 0
 	for _, r := range records {
 		if len(r) > maxRecordBytes {
-			return fmt.Errorf("outbox: record of %d bytes exceeds %d", len(r), maxRecordBytes)
+			return 0, fmt.Errorf("outbox: record of %d bytes exceeds %d", len(r), maxRecordBytes)
 		}
 		size += headerLen + len(r)
 	}
@@ -325,7 +334,7 @@ func (o *Outbox) Append(records [][]byte) error {
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if o.active == nil || o.segs[len(o.segs)-1].size >= o.segMax {
 		// Starting a segment must not race a group fsync of the old one.
@@ -341,7 +350,7 @@ func (o *Outbox) Append(records [][]byte) error {
 		o.syncMu.Unlock()
 		if err != nil {
 			o.mu.Unlock()
-			return err
+			return 0, err
 		}
 	}
 	seg := o.segs[len(o.segs)-1]
@@ -349,15 +358,19 @@ func (o *Outbox) Append(records [][]byte) error {
 		// Cut the partial write so later appends do not land behind garbage.
 		_ = o.active.Truncate(seg.size)
 		o.mu.Unlock()
-		return fmt.Errorf("outbox: write %s: %w", seg.path, err)
+		return 0, fmt.Errorf("outbox: write %s: %w", seg.path, err)
 	}
 	seg.size += int64(len(buf))
 	seg.count += uint64(len(records))
 	o.bytes += int64(len(buf))
+	first = o.next
 	o.next += uint64(len(records))
 	end := o.next
 	o.mu.Unlock()
-	return o.syncThrough(end)
+	if !sync {
+		return first, nil
+	}
+	return first, o.syncThrough(end)
 }
 
 // syncThrough returns once every record below end is on disk. The first waiter
@@ -574,6 +587,13 @@ func (o *Outbox) dropConfirmedLocked() error {
 	}
 	o.segs = kept
 	return nil
+}
+
+// End is the sequence number the next appended record will get.
+func (o *Outbox) End() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.next
 }
 
 // Pending is the number of appended records not yet confirmed.
