@@ -36,6 +36,9 @@ func newMetrics(e *Emitter) *metrics {
 	m.all = []prometheus.Collector{m.published, m.confirmed, m.nacked, m.outboxed, m.drained, m.lost, m.refused, m.quarantined, m.recovered, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_depth_events",
 			Help: "Events in the outbox not yet confirmed."}, func() float64 { return float64(e.box.Pending()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "open_intents",
+			Help: "Writes recorded before forwarding and not yet finished: in flight, or waiting to be resolved " +
+				"against the upstream (a crash, an unknown answer)."}, func() float64 { return float64(e.in.journal.OpenCount()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "outbox_bytes",
 			Help: "Size of the outbox segment files."}, func() float64 { return float64(e.box.Bytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "harvest", Subsystem: "events", Name: "broker_connected",

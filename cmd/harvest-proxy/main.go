@@ -52,6 +52,10 @@ Examples:
   harvest-proxy rules explain rules.yaml /farmers/f1/products/p1
 `
 
+// stepHook, when set (only by this package's crash-injection test, in a child
+// process), is called at each step of every write's event path (emitter.Step*).
+var stepHook func(step string)
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -137,6 +141,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Error("closing the event emitter", "err", err)
 		}
 	}()
+	if stepHook != nil {
+		em.SetStepHook(stepHook)
+	}
 	opts.Emitter = em
 	p, err := proxy.New(opts)
 	if err != nil {

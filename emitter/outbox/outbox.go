@@ -644,6 +644,24 @@ func (o *Outbox) Close() error {
 	return err
 }
 
+// CloseWithoutSync releases the directory as a killed process would: nothing more is
+// synced. For crash tests.
+func (o *Outbox) CloseWithoutSync() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
+	o.closed = true
+	if o.active != nil {
+		o.active.Close()
+	}
+	if o.readF != nil {
+		o.readF.Close()
+	}
+	o.lock.Close()
+}
+
 func readCursor(path string) (uint64, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
