@@ -69,6 +69,8 @@ type intents struct {
 	// freeSpace reports the bytes available on the outbox's file system (a test seam).
 	freeSpace func() (uint64, error)
 
+	resolving sync.Mutex // one ResolveOpen at a time: an intent is resolved once
+
 	mu   sync.Mutex
 	open map[uint64]*openIntent
 }
@@ -192,6 +194,8 @@ func (e *Emitter) OpenIntents() int {
 // copy already published); the others are decided by r. It returns how many remain
 // open (r failed, or they are too young).
 func (e *Emitter) ResolveOpen(ctx context.Context, r Resolver, minAge time.Duration) (left int) {
+	e.in.resolving.Lock()
+	defer e.in.resolving.Unlock()
 	e.in.mu.Lock()
 	var due []*openIntent
 	for _, o := range e.in.open {

@@ -265,7 +265,14 @@ func (p *Proxy) resolveIntent(ctx context.Context, in *intent.Intent) ([]event.E
 		}
 		return 0
 	}
-	return event.Build(bi)
+	evs, err := event.Build(bi)
+	if err != nil { // it would fail again: give up rather than retry forever
+		p.log.Error("events of a write that landed are LOST: they could not be built",
+			"intent", in.ID, "op", in.Op.String(), "documents", len(in.Writes), "err", err)
+		p.opts.Emitter.Lost(len(in.Writes))
+		return nil, nil
+	}
+	return evs, nil
 }
 
 // readOwn reads documents with the proxy's own credentials (ownAuthorization): one
