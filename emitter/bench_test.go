@@ -119,3 +119,42 @@ func declareExchange(b *testing.B, exchange string) {
 		conn.Close()
 	})
 }
+
+// BenchmarkIntentOverhead is what the intent journal adds to a write's events, from
+// many concurrent writers (group commit): Begin (fsynced intent) and Succeeded (landed
+// record, Emit to the outbox, done record) against Emit to the outbox alone.
+func BenchmarkIntentOverhead(b *testing.B) {
+	for _, withIntent := range []bool{false, true} {
+		name := "emit-only"
+		if withIntent {
+			name = "begin+succeeded"
+		}
+		b.Run(name, func(b *testing.B) {
+			e, _ := newEmitter(b, rules.Events{OutboxDir: b.TempDir()})
+			in := bigIntent(100)
+			var seq atomic.Int64
+			b.SetParallelism(32)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ev := docEvent(b, fmt.Sprint("bench", seq.Add(1)), 1) // one document per writer: no order waits
+				for pb.Next() {
+					if !withIntent {
+						if err := e.Emit(context.Background(), []event.Event{ev}); err != nil {
+							b.Error(err)
+						}
+						continue
+					}
+					c := *in
+					p, err := e.Begin(&c)
+					if err != nil {
+						b.Error(err)
+						continue
+					}
+					if err := p.Succeeded([]event.Event{ev}); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+		})
+	}
+}
