@@ -223,13 +223,16 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		p.m.requestOp(req.Op, resultError)
-		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, err.Error())
+		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, "malformed request")
 		return
 	}
 	switch req.Kind {
 	case classify.Read:
 		p.read(ctx, &req, ak, aliased)
 	case classify.Write:
+		if req.Op == classify.ClearDatabase { // the emulator's wipe: every read of the database
+			req.Tags = []string{cache.DatabaseTag(req.Database)}
+		}
 		p.write(ctx, &req)
 	default:
 		p.bypass(ctx, &req)
