@@ -253,7 +253,7 @@ func TestClassify(t *testing.T) {
 			kind: Bypass, op: GetDocument, targets: []Target{doc("a/1")}, tags: []string{"doc:" + root + "/a/1"}},
 		{name: "v1beta1 write is a write", method: "DELETE", path: "/v1beta1/projects/p/databases/(default)/documents/a/1",
 			kind: Write, op: DeleteDocument, targets: []Target{doc("a/1")},
-			tags: []string{"doc:" + root + "/a/1", "coll:" + root + "/a", "group:" + db + "/a", "colls:" + root},
+			tags:   []string{"doc:" + root + "/a/1", "coll:" + root + "/a", "group:" + db + "/a", "colls:" + root},
 			writes: []DocWrite{{Name: root + "/a/1", Write: &firestorepb.Write{Operation: &firestorepb.Write_Delete{Delete: root + "/a/1"}}}}},
 		{name: "GET id with white space", method: "GET", path: rawPath + "/orders%20/x", kind: Bypass},
 		{name: "GET bad query escape", method: "GET", path: rawPath + "/a/1", query: "mask.fieldPaths=%zz",
