@@ -39,8 +39,8 @@ import (
 // forwarded blind: a method other than GET, HEAD, OPTIONS, POST, PATCH and DELETE; a
 // POST, PATCH or DELETE outside the documents tree of a served version (firestorepath
 // Versions, decoded first: "/%76%31/" is v1) or with a verb this package does not know.
-// The exceptions are the WebChannel paths (/google.firestore.v1.Firestore/..., streamed
-// through) and the emulator's two admin endpoints: PUT .../:securityRules passes, and
+// The exceptions are the two WebChannel paths (/google.firestore.v1.Firestore/Listen/channel
+// and .../Write/channel, streamed through) and the emulator's two admin endpoints: PUT .../:securityRules passes, and
 // DELETE /emulator/v1/projects/{p}/databases/{d}/documents (the emulator's wipe) is a
 // Write of op ClearDatabase with no Tags: the caller invalidates the whole database.
 // Reads under a version other than v1 are Bypass (their cache key has no version).
@@ -64,7 +64,7 @@ func Classify(method, path, rawQuery string, body []byte) (Request, error) {
 			return Request{}, nil
 		case errors.Is(err, firestorepath.ErrMalformed):
 			return Request{}, invalidArgument("Invalid resource path: a segment is empty, '.', '..', not valid UTF-8, has white space at either end, or has an encoded '/', an encoded ':' (last segment), or an encoded version or keyword")
-		case strings.HasPrefix(path, webChannelPrefix):
+		case isWebChannel(path):
 			return Request{}, nil
 		case method == "DELETE":
 			if db, ok := emulatorWipe(path); ok {
@@ -80,8 +80,11 @@ func Classify(method, path, rawQuery string, body []byte) (Request, error) {
 	return req, err
 }
 
-// webChannelPrefix starts the browser SDK's Listen and Write channel paths.
-const webChannelPrefix = "/google.firestore.v1.Firestore/"
+// isWebChannel reports the browser SDK's Listen and Write channel paths, exactly: any
+// other /google.firestore.v1.Firestore/{Method} (gRPC-Web, say) could be a write.
+func isWebChannel(path string) bool {
+	return path == "/google.firestore.v1.Firestore/Listen/channel" || path == "/google.firestore.v1.Firestore/Write/channel"
+}
 
 // unsupported refuses a write-capable request the proxy cannot classify.
 func unsupported() *Error {

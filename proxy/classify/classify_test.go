@@ -357,6 +357,7 @@ func TestClassifyErrors(t *testing.T) {
 		{"double slash prefix", "PATCH", "//v1/projects/p/databases/(default)/documents/a/1", "", `{}`, OpUnknown},
 		{"other emulator endpoint", "POST", "/emulator/v1/projects/p/databases/(default)/documents:x", "", `{}`, OpUnknown},
 		{"encoded verb colon", "POST", rawPath + "%3Acommit", "", `{}`, OpUnknown},
+		{"another RPC path", "POST", "/google.firestore.v1.Firestore/Commit", "", `{}`, OpUnknown},
 		{"encoded version prefix", "DELETE", "/%76%31/projects/p/databases/(default)/documents/a/1", "", ``, OpUnknown},
 		{"encoded keyword", "DELETE", "/v1/projects/p/databases/(default)/%64ocuments/a/1", "", ``, OpUnknown},
 		// Ids the upstream normalises (trims white space, replaces invalid UTF-8).

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/harvest-hub/edge/proxy/firestorepath"
@@ -57,7 +56,7 @@ func FuzzClassify(f *testing.F) {
 		// nothing write-capable passes as an unclassified bypass but the WebChannel
 		// and the emulator's rules endpoint.
 		if r.Kind == Bypass && r.Op == OpUnknown && method != "GET" && method != "HEAD" && method != "OPTIONS" &&
-			!strings.HasPrefix(path, webChannelPrefix) && !isEmulatorRules(path) {
+			!isWebChannel(path) && !isEmulatorRules(path) {
 			t.Fatalf("%s %q forwarded unclassified", method, path)
 		}
 		if !slices.IsSorted(r.Tags) || len(slices.Compact(slices.Clone(r.Tags))) != len(r.Tags) {
