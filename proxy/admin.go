@@ -104,7 +104,8 @@ func (p *Proxy) purge(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&pr); err != nil {
-		adminError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "purge body: "+err.Error())
+		// The decoder's message quotes the body: say what is wanted instead.
+		adminError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "purge body: not the JSON object the README documents")
 		return
 	}
 	db := pr.Database

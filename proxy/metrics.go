@@ -17,6 +17,7 @@ type metrics struct {
 	readsAvoided   prometheus.Counter       // billed document reads served from cache
 	writes         *prometheus.CounterVec   // writes by op and outcome
 	inflight       prometheus.GaugeFunc     // reads inflightN
+	rejected       *prometheus.CounterVec   // requests fasthttp could not parse, by reason
 
 	inflightN atomic.Int64
 	byResult  [len(resultNames)]atomic.Int64
@@ -70,12 +71,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Writes by Firestore method and outcome (ok, failed, unknown).",
 		}, []string{"op", "outcome"}),
 	}
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "harvest_proxy_rejected_requests_total",
+		Help: "Requests the proxy could not read as HTTP/1.1 (each closes its connection), by reason: " +
+			"unsupported_protocol, headers_too_large, body_too_large, timeout, malformed.",
+	}, []string{"reason"})
 	m.inflight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "harvest_proxy_inflight_requests",
 		Help: "Requests being served now.",
 	}, func() float64 { return float64(m.inflightN.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.requests, m.upstream, m.upstreamErrors, m.readsAvoided, m.writes, m.inflight)
+		reg.MustRegister(m.requests, m.upstream, m.upstreamErrors, m.readsAvoided, m.writes, m.inflight, m.rejected)
 	}
 	return m
 }

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,11 +107,13 @@ func New(o Options) (*Proxy, error) {
 		Logger:                        fasthttpLogger{o.Log},
 		Name:                          "harvest-proxy",
 		MaxRequestBodySize:            cfg.Server.MaxBodyBytes,
+		ReadBufferSize:                maxHeaderBytes,
 		ReadTimeout:                   cfg.Server.ReadTimeout,
 		WriteTimeout:                  cfg.Server.WriteTimeout,
 		IdleTimeout:                   cfg.Server.IdleTimeout,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultServerHeader:         true,
+		SecureErrorLogMessage:         true, // fasthttp's errors then quote no request bytes
 		NoDefaultDate:                 true,
 		CloseOnShutdown:               true,
 		ReduceMemoryUsage:             false,
@@ -195,6 +198,10 @@ func (p *Proxy) AdminAddr() string {
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	p.m.inflightN.Add(1)
 	defer p.m.inflightN.Add(-1)
+	if h := &ctx.Request.Header; !h.IsHTTP11() && string(h.Protocol()) != "HTTP/1.0" {
+		p.rejectProtocol(ctx) // fasthttp reads "HTTP/7.0" (any HTTP/d.d) as a request
+		return
+	}
 	var ak aliasKey
 	var hf headerFacts
 	scanHeaders(&ctx.Request.Header, &hf)
@@ -229,13 +236,16 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		p.m.requestOp(req.Op, resultError)
-		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, err.Error())
+		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, "malformed request")
 		return
 	}
 	switch req.Kind {
 	case classify.Read:
 		p.read(ctx, &req, ak, aliased)
 	case classify.Write:
+		if req.Op == classify.ClearDatabase { // the emulator's wipe: every read of the database
+			req.Tags = []string{cache.DatabaseTag(req.Database)}
+		}
 		p.write(ctx, &req)
 	default:
 		p.bypass(ctx, &req)
@@ -298,16 +308,60 @@ func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, message string) {
 	apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, message)
 }
 
-// serverError answers what fasthttp rejects before Handle (oversized or unparseable
-// requests) in Firestore's shape.
+// serverError answers what fasthttp rejects before Handle (a protocol it cannot
+// serve, garbage, oversized headers or body, a read timeout) in Firestore's shape,
+// never echoing the request: fasthttp's error text quotes the raw bytes, so neither
+// the answer nor the log carries it. Each rejection is counted by reason and logged
+// at warn level; fasthttp closes the connection after it, so that is once per
+// connection.
 func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		apierror.Write(ctx, fasthttp.StatusRequestEntityTooLarge, apierror.PayloadTooLarge,
-			fmt.Sprintf("request body larger than %d bytes", p.server.MaxRequestBodySize))
-		return
+	reason, code, status, message := rejection(err)
+	if reason == "body_too_large" {
+		message = fmt.Sprintf("request body larger than %d bytes", p.server.MaxRequestBodySize)
 	}
-	apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, "malformed HTTP request: "+err.Error())
+	p.m.rejected.WithLabelValues(reason).Inc()
+	p.log.Warn("request rejected before it could be read: connection closed", "reason", reason,
+		"remote", ctx.RemoteAddr().String(), "conn", ctx.ConnID())
+	apierror.Write(ctx, code, status, message)
 }
+
+// rejectProtocol answers a request in an HTTP version the proxy does not serve as
+// serverError answers what fasthttp cannot read, and closes the connection.
+func (p *Proxy) rejectProtocol(ctx *fasthttp.RequestCtx) {
+	const reason = "unsupported_protocol"
+	p.m.rejected.WithLabelValues(reason).Inc()
+	p.log.Warn("request rejected before it could be read: connection closed", "reason", reason,
+		"remote", ctx.RemoteAddr().String(), "conn", ctx.ConnID())
+	apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, unsupportedProtocol)
+	ctx.SetConnectionClose()
+}
+
+const unsupportedProtocol = "unsupported protocol: this port serves HTTP/1.1 (REST and WebChannel)"
+
+// rejection sorts a fasthttp read error into a metric reason and its answer.
+func rejection(err error) (reason string, code int, status, message string) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return "body_too_large", fasthttp.StatusRequestEntityTooLarge, apierror.PayloadTooLarge, "request body too large"
+	case errors.As(err, &small):
+		return "headers_too_large", fasthttp.StatusRequestHeaderFieldsTooLarge, apierror.InvalidArgument,
+			fmt.Sprintf("request line and headers larger than %d bytes", maxHeaderBytes)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout", fasthttp.StatusRequestTimeout, apierror.DeadlineExceeded, "the request was not received in time"
+	case strings.Contains(err.Error(), "unsupported http version"), strings.Contains(err.Error(), "unsupported http request method"),
+		errors.Is(err, fasthttp.ErrUnsupportedRequestMethod), errors.Is(err, fasthttp.ErrMissingRequestMethod):
+		return "unsupported_protocol", fasthttp.StatusBadRequest, apierror.InvalidArgument, unsupportedProtocol
+	}
+	return "malformed", fasthttp.StatusBadRequest, apierror.InvalidArgument, "malformed HTTP request"
+}
+
+// maxHeaderBytes bounds a request's line and headers (fasthttp's read buffer): 64 KiB,
+// the request-header bound Google's HTTP(S) load balancers document; the emulator
+// takes at least 60 KB, and a Firebase ID token with an App Check token is a few KB.
+// fasthttp's default (4 KiB) refused requests Firestore accepts.
+const maxHeaderBytes = 64 << 10
 
 // bypass forwards a request untouched and streams the answer back.
 func (p *Proxy) bypass(ctx *fasthttp.RequestCtx, req *classify.Request) {
@@ -339,9 +393,10 @@ func (p *Proxy) upstreamFailed(ctx *fasthttp.RequestCtx, op classify.Op, err err
 
 // fasthttpLogger sends fasthttp's own messages (connections it could not serve, such
 // as an oversized body already answered with 413) to the proxy's log instead of the
-// standard logger.
+// standard logger, at debug level and without their arguments: those quote the raw
+// request. serverError logs each rejection, with its reason, at warn level.
 type fasthttpLogger struct{ log *slog.Logger }
 
-func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
+func (l fasthttpLogger) Printf(format string, _ ...any) {
+	l.log.Debug("fasthttp: "+format, "component", "fasthttp")
 }

@@ -8,8 +8,14 @@ import (
 )
 
 // invalidArgument is the Firestore-shaped 400 for a request the proxy cannot accept.
-func invalidArgument(format string, args ...any) *Error {
-	return &Error{HTTPStatus: 400, Status: "INVALID_ARGUMENT", Message: fmt.Sprintf(format, args...)}
+// Its arguments are numbers only (positions, counts): an error never echoes client
+// input (ids, names, values), so no attacker-chosen text reaches a client or a log.
+func invalidArgument(format string, args ...int) *Error {
+	a := make([]any, len(args))
+	for i, v := range args {
+		a[i] = v
+	}
+	return &Error{HTTPStatus: 400, Status: "INVALID_ARGUMENT", Message: fmt.Sprintf(format, a...)}
 }
 
 // decodeBody parses a JSON body into m with protojson, which accepts enums as names
@@ -29,7 +35,9 @@ func decodeBody(body []byte, m proto.Message) (unknownFields bool, err error) {
 	if lenientErr := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(body, m); lenientErr == nil {
 		return true, nil
 	}
-	return false, invalidArgument("Invalid JSON payload received: %v", strictErr)
+	// protojson's message quotes the offending input: name the expected message instead.
+	return false, &Error{HTTPStatus: 400, Status: "INVALID_ARGUMENT",
+		Message: "Invalid JSON payload received: the body is not a valid " + string(m.ProtoReflect().Descriptor().FullName())}
 }
 
 func isBlank(b []byte) bool {

@@ -34,19 +34,90 @@ import (
 // unable to say which documents it writes (a malformed documents path, an undecodable
 // query, a write naming no valid document of this database). Firestore rejects all of
 // these itself; answering 400 here guarantees no write succeeds unaccounted for.
+//
+// A write-capable request the proxy does not understand is refused too, never
+// forwarded blind: a method other than GET, HEAD, OPTIONS, POST, PATCH and DELETE; a
+// POST, PATCH or DELETE outside the documents tree of a served version (firestorepath
+// Versions, decoded first: "/%76%31/" is v1) or with a verb this package does not know.
+// The exceptions are the two WebChannel paths (/google.firestore.v1.Firestore/Listen/channel
+// and .../Write/channel, streamed through) and the emulator's two admin endpoints: PUT .../:securityRules passes, and
+// DELETE /emulator/v1/projects/{p}/databases/{d}/documents (the emulator's wipe) is a
+// Write of op ClearDatabase with no Tags: the caller invalidates the whole database.
+// Reads under a version other than v1 are Bypass (their cache key has no version).
 func Classify(method, path, rawQuery string, body []byte) (Request, error) {
 	switch method {
 	case "GET", "POST", "PATCH", "DELETE":
+	case "HEAD", "OPTIONS":
+		return Request{}, nil // never a write
+	case "PUT":
+		if isEmulatorRules(path) {
+			return Request{}, nil
+		}
+		return Request{}, unsupported()
 	default:
-		return Request{}, nil
+		return Request{}, unsupported()
 	}
 	p, err := firestorepath.Parse(path)
 	if err != nil {
-		if method != "GET" && errors.Is(err, firestorepath.ErrMalformed) {
-			return Request{}, invalidArgument("Invalid resource path: %v", err)
+		switch {
+		case method == "GET":
+			return Request{}, nil
+		case errors.Is(err, firestorepath.ErrMalformed):
+			return Request{}, invalidArgument("Invalid resource path: a segment is empty, '.', '..', not valid UTF-8, has white space at either end, or has an encoded '/', an encoded ':' (last segment), or an encoded version or keyword")
+		case isWebChannel(path):
+			return Request{}, nil
+		case method == "DELETE":
+			if db, ok := emulatorWipe(path); ok {
+				return Request{Kind: Write, Op: ClearDatabase, Database: db}, nil
+			}
 		}
-		return Request{}, nil
+		return Request{}, unsupported()
 	}
+	req, err := classifyDocuments(method, p, rawQuery, body)
+	if err == nil && req.Kind == Read && p.Version() != "v1" {
+		req.Kind = Bypass
+	}
+	return req, err
+}
+
+// isWebChannel reports the browser SDK's Listen and Write channel paths, exactly: any
+// other /google.firestore.v1.Firestore/{Method} (gRPC-Web, say) could be a write.
+func isWebChannel(path string) bool {
+	return path == "/google.firestore.v1.Firestore/Listen/channel" || path == "/google.firestore.v1.Firestore/Write/channel"
+}
+
+// unsupported refuses a write-capable request the proxy cannot classify.
+func unsupported() *Error {
+	return invalidArgument("This method and path are not served through the proxy: a request that may write must be one the proxy understands (see the README, \"What the proxy refuses\")")
+}
+
+// emulatorWipe reports whether path is the emulator's "delete every document"
+// endpoint, /emulator/v1/projects/{p}/databases/{d}/documents, and of which database.
+func emulatorWipe(path string) (database string, ok bool) {
+	rest, ok := strings.CutPrefix(path, "/emulator/v1/")
+	if !ok {
+		return "", false
+	}
+	p, err := firestorepath.Parse("/v1/" + rest)
+	if err != nil || p.Depth() != 0 || p.Verb() != "" {
+		return "", false
+	}
+	return p.Database(), true
+}
+
+// isEmulatorRules reports the emulator's security-rules endpoint,
+// /emulator/v1/projects/{p}:securityRules: it changes who may read, not data.
+func isEmulatorRules(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/emulator/v1/projects/")
+	if !ok {
+		return false
+	}
+	project, ok := strings.CutSuffix(rest, ":securityRules")
+	return ok && firestorepath.Valid(project) && !strings.ContainsAny(project, "/%")
+}
+
+// classifyDocuments classifies a request on a parsed documents path.
+func classifyDocuments(method string, p firestorepath.Path, rawQuery string, body []byte) (Request, error) {
 	c := classifier{
 		path: p,
 		body: body,
@@ -80,6 +151,9 @@ func Classify(method, path, rawQuery string, body []byte) (Request, error) {
 	case "POST":
 		return c.post(verb)
 	}
+	if method != "GET" {
+		return Request{}, unsupported()
+	}
 	return c.bypass(OpUnknown)
 }
 
@@ -107,7 +181,7 @@ func (c *classifier) post(verb string) (Request, error) {
 	case verb == "partitionQuery" && (root || doc):
 		return c.bypass(PartitionQuery)
 	case !root:
-		return c.bypass(OpUnknown)
+		return Request{}, unsupported()
 	}
 	switch verb {
 	case "batchGet":
@@ -127,7 +201,7 @@ func (c *classifier) post(verb string) (Request, error) {
 	case "executePipeline":
 		return c.bypass(ExecutePipeline)
 	}
-	return c.bypass(OpUnknown)
+	return Request{}, unsupported()
 }
 
 // bypass forwards the request untouched.
@@ -328,11 +402,11 @@ func (c *classifier) createDocument() (Request, error) {
 		return c.fail(op, invalidArgument("documentId given %d times", len(ids)))
 	case len(ids) == 1 && ids[0] != "":
 		if !validID(ids[0]) {
-			return c.fail(op, invalidArgument("Invalid documentId %q", ids[0]))
+			return c.fail(op, invalidArgument("Invalid documentId: empty, '.', '..', not valid UTF-8, white space at either end, or contains '/'"))
 		}
 		d, err := firestorepath.ParseName(c.path.Name() + "/" + ids[0])
 		if err != nil {
-			return c.fail(op, invalidArgument("Invalid documentId %q: %v", ids[0], err))
+			return c.fail(op, invalidArgument("Invalid documentId: it does not name a document"))
 		}
 		target = d
 		doc.Name = d.Name()
@@ -399,13 +473,13 @@ func (c *classifier) precondition() (*firestorepb.Precondition, error) {
 		case "false":
 			return &firestorepb.Precondition{ConditionType: &firestorepb.Precondition_Exists{Exists: false}}, nil
 		}
-		return nil, invalidArgument("Invalid value at 'current_document.exists' (TYPE_BOOL), %q", ex[0])
+		return nil, invalidArgument("Invalid value at 'current_document.exists' (TYPE_BOOL): want true or false")
 	}
 	ts := &timestamppb.Timestamp{}
 	// The query value is a Timestamp's JSON form without its quotes. Go quoting equals
 	// JSON quoting for every valid timestamp; anything else fails to parse, as it should.
 	if err := protojson.Unmarshal([]byte(strconv.Quote(ut[0])), ts); err != nil {
-		return nil, invalidArgument("Invalid value at 'current_document.update_time' (type.googleapis.com/google.protobuf.Timestamp), %q", ut[0])
+		return nil, invalidArgument("Invalid value at 'current_document.update_time' (type.googleapis.com/google.protobuf.Timestamp): want an RFC 3339 timestamp")
 	}
 	return &firestorepb.Precondition{ConditionType: &firestorepb.Precondition_UpdateTime{UpdateTime: ts}}, nil
 }
@@ -420,7 +494,7 @@ func (c *classifier) commit() (Request, error) {
 		return c.fail(op, err)
 	}
 	if !sameResource(m.GetDatabase(), c.path.Database()) {
-		return c.fail(op, invalidArgument("database %q in the body differs from the path", m.GetDatabase()))
+		return c.fail(op, invalidArgument("database in the body differs from the path"))
 	}
 	if err := c.addWrites(m.GetWrites(), verifyWrites(c.body)); err != nil {
 		return c.fail(op, err)
@@ -439,7 +513,7 @@ func (c *classifier) batchWrite() (Request, error) {
 		return c.fail(op, err)
 	}
 	if !sameResource(m.GetDatabase(), c.path.Database()) {
-		return c.fail(op, invalidArgument("database %q in the body differs from the path", m.GetDatabase()))
+		return c.fail(op, invalidArgument("database in the body differs from the path"))
 	}
 	if err := c.addWrites(m.GetWrites(), verifyWrites(c.body)); err != nil {
 		return c.fail(op, err)
@@ -613,6 +687,8 @@ func (o Op) String() string {
 		return "write"
 	case ExecutePipeline:
 		return "executePipeline"
+	case ClearDatabase:
+		return "clearDatabase"
 	}
 	return "unknown"
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -235,25 +236,26 @@ func TestClassify(t *testing.T) {
 			body: `{"structuredQuery":{"from":[{"collectionId":"c"}],"orderBy":[{"field":{"fieldPath":"a"},"direction":"SIDEWAYS"}]}}`, kind: Bypass, op: RunQuery},
 		{name: "batchGet, empty", method: "POST", path: rawPath + ":batchGet", body: `{}`, kind: Bypass, op: BatchGetDocuments},
 		{name: "batchGet, other database", method: "POST", path: rawPath + ":batchGet", body: `{"documents":["projects/p/databases/other/documents/c/x"]}`, kind: Bypass, op: BatchGetDocuments},
-		{name: "batchGet on a document", method: "POST", path: rawPath + "/a/1:batchGet", body: `{}`, kind: Bypass},
-		{name: "unknown verb", method: "POST", path: rawPath + ":frobnicate", body: `{}`, kind: Bypass},
 		{name: "GET with a verb", method: "GET", path: rawPath + "/a/1:runQuery", kind: Bypass},
 		{name: "GET documents root", method: "GET", path: rawPath, kind: Bypass},
-		{name: "POST to a document", method: "POST", path: rawPath + "/a/1", body: `{}`, kind: Bypass},
-		{name: "PATCH a collection", method: "PATCH", path: rawPath + "/a", body: `{}`, kind: Bypass},
-		{name: "DELETE a collection", method: "DELETE", path: rawPath + "/a", kind: Bypass},
 		{name: "HEAD", method: "HEAD", path: rawPath + "/a/1", kind: Bypass},
 		{name: "OPTIONS", method: "OPTIONS", path: rawPath + ":runQuery", kind: Bypass},
-		{name: "lower-case method", method: "get", path: rawPath + "/a/1", kind: Bypass},
 		{name: "database", method: "GET", path: "/v1/projects/p/databases/(default)", kind: Bypass},
-		{name: "database export", method: "POST", path: "/v1/projects/p/databases/(default):exportDocuments", body: `{}`, kind: Bypass},
 		{name: "admin indexes", method: "GET", path: "/v1/projects/p/databases/(default)/collectionGroups/c/indexes", kind: Bypass},
-		{name: "emulator reset", method: "DELETE", path: "/emulator/v1/projects/p/databases/(default)/documents", kind: Bypass},
-		{name: "v1beta1", method: "GET", path: "/v1beta1/projects/p/databases/(default)/documents/a/1", kind: Bypass},
 		{name: "GET dot segment", method: "GET", path: rawPath + "/a/../b/1", kind: Bypass},
 		{name: "GET empty segment", method: "GET", path: rawPath + "/a//1", kind: Bypass},
 		{name: "GET encoded slash", method: "GET", path: rawPath + "/a/x%2Fy", kind: Bypass},
 		{name: "GET bad escape", method: "GET", path: rawPath + "/a/x%zz", kind: Bypass},
+		{name: "emulator reset", method: "DELETE", path: "/emulator/v1/projects/p/databases/(default)/documents", kind: Write, op: ClearDatabase},
+		{name: "emulator rules", method: "PUT", path: "/emulator/v1/projects/p:securityRules", body: `{}`, kind: Bypass},
+		{name: "Listen channel", method: "POST", path: "/google.firestore.v1.Firestore/Listen/channel", query: "VER=8", body: `count=1`, kind: Bypass},
+		{name: "v1beta1 read is not cached", method: "GET", path: "/v1beta1/projects/p/databases/(default)/documents/a/1",
+			kind: Bypass, op: GetDocument, targets: []Target{doc("a/1")}, tags: []string{"doc:" + root + "/a/1"}},
+		{name: "v1beta1 write is a write", method: "DELETE", path: "/v1beta1/projects/p/databases/(default)/documents/a/1",
+			kind: Write, op: DeleteDocument, targets: []Target{doc("a/1")},
+			tags:   []string{"doc:" + root + "/a/1", "coll:" + root + "/a", "group:" + db + "/a", "colls:" + root},
+			writes: []DocWrite{{Name: root + "/a/1", Write: &firestorepb.Write{Operation: &firestorepb.Write_Delete{Delete: root + "/a/1"}}}}},
+		{name: "GET id with white space", method: "GET", path: rawPath + "/orders%20/x", kind: Bypass},
 		{name: "GET bad query escape", method: "GET", path: rawPath + "/a/1", query: "mask.fieldPaths=%zz",
 			kind: Bypass, op: GetDocument, targets: []Target{doc("a/1")}, tags: []string{"doc:" + root + "/a/1"}},
 	}
@@ -340,6 +342,34 @@ func TestClassifyErrors(t *testing.T) {
 		{"patch dot segment", "PATCH", rawPath + "/c/x/../d", "", `{}`, OpUnknown},
 		{"delete encoded slash", "DELETE", rawPath + "/c/a%2Fb", "", ``, OpUnknown},
 		{"post empty segment", "POST", rawPath + "//c", "", `{}`, OpUnknown},
+		// Write-capable requests the proxy does not understand are refused, never forwarded.
+		{"batchGet on a document", "POST", rawPath + "/a/1:batchGet", "", `{}`, OpUnknown},
+		{"unknown verb", "POST", rawPath + ":frobnicate", "", `{}`, OpUnknown},
+		{"verb in another case", "POST", rawPath + ":Commit", "", `{}`, OpUnknown},
+		{"POST to a document", "POST", rawPath + "/a/1", "", `{}`, OpUnknown},
+		{"PATCH a collection", "PATCH", rawPath + "/a", "", `{}`, OpUnknown},
+		{"PATCH with a verb", "PATCH", rawPath + "/a/1:x", "", `{}`, OpUnknown},
+		{"DELETE a collection", "DELETE", rawPath + "/a", "", ``, OpUnknown},
+		{"lower-case method", "patch", rawPath + "/a/1", "", `{}`, OpUnknown},
+		{"PUT", "PUT", rawPath + "/a/1", "", `{}`, OpUnknown},
+		{"database export", "POST", "/v1/projects/p/databases/(default):exportDocuments", "", `{}`, OpUnknown},
+		{"other version", "PATCH", "/v1beta2/projects/p/databases/(default)/documents/a/1", "", `{}`, OpUnknown},
+		{"double slash prefix", "PATCH", "//v1/projects/p/databases/(default)/documents/a/1", "", `{}`, OpUnknown},
+		{"other emulator endpoint", "POST", "/emulator/v1/projects/p/databases/(default)/documents:x", "", `{}`, OpUnknown},
+		{"encoded verb colon", "POST", rawPath + "%3Acommit", "", `{}`, OpUnknown},
+		{"another RPC path", "POST", "/google.firestore.v1.Firestore/Commit", "", `{}`, OpUnknown},
+		{"encoded version prefix", "DELETE", "/%76%31/projects/p/databases/(default)/documents/a/1", "", ``, OpUnknown},
+		{"encoded keyword", "DELETE", "/v1/projects/p/databases/(default)/%64ocuments/a/1", "", ``, OpUnknown},
+		// Ids the upstream normalises (trims white space, replaces invalid UTF-8).
+		{"collection id with a trailing space", "PATCH", rawPath + "/orders%20/x", "", `{}`, OpUnknown},
+		{"document id with a leading tab", "DELETE", rawPath + "/orders/%09x", "", ``, OpUnknown},
+		{"document id with NBSP", "PATCH", rawPath + "/orders/x%C2%A0", "", `{}`, OpUnknown},
+		{"invalid UTF-8 id", "PATCH", rawPath + "/orders/x%FF", "", `{}`, OpUnknown},
+		{"project with a space", "PATCH", "/v1/projects/p%20/databases/(default)/documents/orders/x", "", `{}`, OpUnknown},
+		{"documents keyword with a space", "PATCH", "/v1/projects/p/databases/(default)/documents%20/orders/x", "", `{}`, OpUnknown},
+		{"create documentId with a space", "POST", rawPath + "/orders", "documentId=x%20", `{}`, CreateDocument},
+		{"commit name with a space", "POST", rawPath + ":commit", "", `{"writes":[{"delete":"` + root + `/orders /x"}]}`, Commit},
+		{"commit name with invalid UTF-8", "POST", rawPath + ":commit", "", "{\"writes\":[{\"delete\":\"" + root + "/orders/x\\udc80\"}]}", Commit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -350,6 +380,12 @@ func TestClassifyErrors(t *testing.T) {
 			}
 			if got.Op != tt.op || got.Kind != Bypass {
 				t.Errorf("Request = %v %v, want bypass %v", got.Kind, got.Op, tt.op)
+			}
+			// Never echo input: no id, name or value of the request in the message.
+			for _, part := range []string{"frobnicate", "orders", "maybe", "yesterday", "a%2Fb", "projects/q", "structuredQuery", "many"} {
+				if strings.Contains(tt.path+tt.query+tt.body, part) && strings.Contains(e.Message, part) {
+					t.Errorf("message echoes %q: %s", part, e.Message)
+				}
 			}
 		})
 	}

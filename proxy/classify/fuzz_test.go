@@ -24,6 +24,15 @@ func FuzzClassify(f *testing.F) {
 		{"DELETE", rawPath + "/a/1", "currentDocument.updateTime=2026-01-01T00:00:00Z", ""},
 		{"POST", rawPath + ":beginTransaction", "", "{}"},
 		{"GET", rawPath + "/a/%2e%2e", "", ""},
+		// Spellings the upstream reads as a write the proxy must not miss.
+		{"PATCH", "/%76%31/projects/p/databases/(default)/documents/a/1", "", `{}`},
+		{"DELETE", "/v1beta1/projects/p/databases/(default)/documents/a/1", "", ""},
+		{"POST", rawPath + "%3Acommit", "", `{"writes":[]}`},
+		{"PATCH", rawPath + "/orders%20/x", "", `{}`},
+		{"PATCH", rawPath + "/orders/x%FF", "", `{}`},
+		{"POST", rawPath + ":commit", "", `{"writes":[{"delete":"` + root + `/orders /x"}]}`},
+		{"DELETE", "/emulator/v1/projects/p/databases/(default)/documents", "", ""},
+		{"PUT", rawPath + "/a/1", "", `{}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.query, []byte(s.body))
@@ -40,8 +49,15 @@ func FuzzClassify(f *testing.F) {
 			}
 			return
 		}
-		if _, perr := firestorepath.Parse(path); perr != nil && r.Kind != Bypass {
+		if _, perr := firestorepath.Parse(path); perr != nil && r.Kind != Bypass && r.Op != ClearDatabase {
 			t.Fatalf("unparseable path %q classified %v", path, r.Kind)
+		}
+		// A request that may write is a classified Write or a known non-writing op;
+		// nothing write-capable passes as an unclassified bypass but the WebChannel
+		// and the emulator's rules endpoint.
+		if r.Kind == Bypass && r.Op == OpUnknown && method != "GET" && method != "HEAD" && method != "OPTIONS" &&
+			!isWebChannel(path) && !isEmulatorRules(path) {
+			t.Fatalf("%s %q forwarded unclassified", method, path)
 		}
 		if !slices.IsSorted(r.Tags) || len(slices.Compact(slices.Clone(r.Tags))) != len(r.Tags) {
 			t.Fatalf("tags not deduplicated: %q", r.Tags)

@@ -51,6 +51,9 @@ const (
 	Listen
 	WriteChannel
 	ExecutePipeline
+	// ClearDatabase is the emulator's "delete every document" endpoint: a Write of a
+	// whole database, with no Tags (the caller invalidates the database).
+	ClearDatabase
 )
 
 // TargetKind says what a Target's Path names.

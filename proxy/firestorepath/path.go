@@ -1,26 +1,39 @@
-// Package firestorepath parses Firestore REST v1 document-tree paths:
+// Package firestorepath parses Firestore REST document-tree paths:
 //
-//	/v1/projects/{p}/databases/{d}/documents[/{path...}][:{verb}]
+//	/{version}/projects/{p}/databases/{d}/documents[/{path...}][:{verb}]
 //
-// Promises: Parse percent-decodes every segment ("%28default%29" → "(default)") and
-// rejects what a cache must never key on: empty segments, "." and "..", a "/" produced
-// by decoding, invalid escapes, and anything not under /v1/projects/*/databases/*/documents.
-// A parsed Path holds one string (the decoded resource path) and offsets into it, so
-// Parse allocates once and never shares memory with its input; ParseName does not decode
-// and does not allocate. Every function is pure and safe for concurrent use.
+// where version is one the upstream serves documents under: v1 or v1beta1 (both served
+// by Firestore and its emulator).
+//
+// Promises: Parse percent-decodes every segment, the version and keywords included,
+// before deciding anything ("%28default%29" → "(default)"), and rejects (ErrMalformed)
+// what a cache must never key on and what the upstream could read differently from the
+// proxy: empty segments, "." and "..", a "/" produced by decoding, invalid escapes, a
+// percent-encoded version or keyword ("/%76%31/", "%64ocuments": the emulator decodes
+// them, then may never answer), an encoded ':' in the last segment (the emulator
+// decodes it and takes what follows as the method verb), and ids the upstream
+// normalises (Valid).
+// Anything not under a version's projects/*/databases/*/documents is
+// ErrNotDocumentPath. A parsed Path holds one string (the decoded resource path) and
+// offsets into it, so Parse allocates once and never shares memory with its input;
+// ParseName does not decode and does not allocate. Every function is pure and safe
+// for concurrent use. No error text contains the input.
 package firestorepath
 
 import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrNotDocumentPath marks a well-formed path outside the documents tree (database-level
-// and admin methods, emulator endpoints, other API versions).
-var ErrNotDocumentPath = errors.New("not a Firestore v1 documents path")
+// and admin methods, emulator endpoints, API versions without documents).
+var ErrNotDocumentPath = errors.New("not a Firestore documents path")
 
-// ErrMalformed marks a path inside /v1/ that no Firestore resource can have.
+// ErrMalformed marks a path no Firestore resource can have, or one the upstream could
+// read as another resource than the proxy does.
 var ErrMalformed = errors.New("malformed Firestore path")
 
 // Path is a parsed document-tree path. The zero Path is invalid.
@@ -29,6 +42,7 @@ var ErrMalformed = errors.New("malformed Firestore path")
 // the relative path is the part under the documents root, e.g. "farmers/f1".
 type Path struct {
 	full     string // decoded resource name, followed by ":" + verb when there is one
+	version  string // the API version: "v1" or "v1beta1" ("" for ParseName)
 	projEnd  int    // end of "projects/{p}"
 	dbEnd    int    // end of "projects/{p}/databases/{d}"
 	rootEnd  int    // end of ".../documents"
@@ -38,27 +52,51 @@ type Path struct {
 	priorCut int    // index of the "/" before that, or -1
 }
 
-const (
-	apiPrefix     = "/v1/"
-	documentsWord = "documents"
-)
+const documentsWord = "documents"
+
+func isVersion(v string) bool {
+	for _, known := range Versions {
+		if v == known {
+			return true
+		}
+	}
+	return false
+}
+
+// Versions are the API versions whose documents tree the upstream serves (the
+// emulator answers v1 and v1beta1 and 404s v1beta2 and v1alpha1; v1beta2 is
+// production's admin API, with no documents).
+var Versions = [...]string{"v1", "v1beta1"}
 
 // Parse parses the path of an HTTP request (the raw, still percent-encoded path, without
-// the query string). The verb is the text after the last ':' of the last raw segment; an
-// encoded colon (%3A) belongs to the id. A verb must be ASCII letters.
+// the query string). The verb is the text after the last ':' of the last raw segment;
+// an encoded colon (%3A) there is refused, since the upstream decodes it into a verb
+// separator. A verb must be ASCII letters.
 func Parse(rawPath string) (Path, error) {
-	if !strings.HasPrefix(rawPath, apiPrefix) {
-		return Path{}, fmt.Errorf("%w: %q is not under %s", ErrNotDocumentPath, truncate(rawPath), apiPrefix)
+	rest, ok := strings.CutPrefix(rawPath, "/")
+	if !ok {
+		return Path{}, fmt.Errorf("%w: does not start with /", ErrNotDocumentPath)
 	}
-	rest := rawPath[len(apiPrefix):]
+	rawVersion, rest, more := strings.Cut(rest, "/")
+	version, err := decodeVersion(rawVersion)
+	if err != nil {
+		return Path{}, err
+	}
+	if !more {
+		return Path{}, fmt.Errorf("%w: nothing after the version", ErrNotDocumentPath)
+	}
 	verb := ""
 	lastSeg := rest[strings.LastIndexByte(rest, '/')+1:]
 	if i := strings.LastIndexByte(lastSeg, ':'); i >= 0 {
 		verb = lastSeg[i+1:]
 		rest = rest[:len(rest)-len(lastSeg)+i]
+		lastSeg = lastSeg[:i]
 		if !isVerb(verb) {
-			return Path{}, fmt.Errorf("%w: bad method verb %q", ErrMalformed, truncate(verb))
+			return Path{}, fmt.Errorf("%w: bad method verb", ErrMalformed)
 		}
+	}
+	if strings.Contains(lastSeg, "%3A") || strings.Contains(lastSeg, "%3a") {
+		return Path{}, fmt.Errorf("%w: encoded ':' in the last segment", ErrMalformed)
 	}
 	var b strings.Builder
 	b.Grow(len(rest) + 1 + len(verb))
@@ -71,8 +109,57 @@ func Parse(rawPath string) (Path, error) {
 		b.WriteString(verb)
 	}
 	p.full = b.String()
+	p.version = version
 	return p, nil
 }
+
+// decodeVersion is the API version a raw first segment names, decoded.
+func decodeVersion(raw string) (string, error) {
+	if strings.IndexByte(raw, '%') >= 0 {
+		// The emulator decodes "/%76%31/" to v1, and then never answers: the proxy
+		// refuses what it cannot forward in a form the upstream reliably serves.
+		var b strings.Builder
+		if _, err := unescapeSegment(&b, raw); err == nil && isVersion(strings.TrimFunc(b.String(), edgeRune)) {
+			return "", fmt.Errorf("%w: percent-encoded version segment", ErrMalformed)
+		}
+		return "", fmt.Errorf("%w: not under a documents API version", ErrNotDocumentPath)
+	}
+	var b strings.Builder
+	if _, err := unescapeSegment(&b, raw); err != nil {
+		return "", fmt.Errorf("%w: version segment: %v", ErrMalformed, err)
+	}
+	v := b.String()
+	for _, known := range Versions {
+		if v == known {
+			return known, nil
+		}
+	}
+	trimmed := strings.TrimFunc(v, edgeRune)
+	for _, known := range Versions {
+		if trimmed == known {
+			return "", fmt.Errorf("%w: version segment with white space", ErrMalformed)
+		}
+	}
+	return "", fmt.Errorf("%w: not under a documents API version", ErrNotDocumentPath)
+}
+
+// Valid reports whether id can be one segment of a resource name as the upstream
+// keeps it: non-empty, valid UTF-8, not "." or "..", and without leading or trailing
+// white space (Unicode White_Space, which the emulator trims: "orders " names
+// "orders") or control characters. Production Firestore documents ids as "valid UTF-8
+// ... cannot solely consist of a single period or double periods"; it does not
+// promise to keep or to trim surrounding white space, so such ids are refused either
+// way rather than guessed at.
+func Valid(id string) bool {
+	if id == "" || id == "." || id == ".." || !utf8.ValidString(id) {
+		return false
+	}
+	first, _ := utf8.DecodeRuneInString(id)
+	last, _ := utf8.DecodeLastRuneInString(id)
+	return !edgeRune(first) && !edgeRune(last)
+}
+
+func edgeRune(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
 
 // ParseName parses a resource name as found in request bodies
 // ("projects/p/databases/d/documents/products/p1"): no percent-decoding, no verb. The
@@ -120,25 +207,28 @@ func scan(s string, decoded *strings.Builder) (Path, error) {
 		} else {
 			text = seg
 		}
-		if text == "." || text == ".." {
-			return Path{}, fmt.Errorf("%w: dot segment %d", ErrMalformed, i)
+		if !Valid(text) {
+			return Path{}, fmt.Errorf("%w: segment %d is not a valid id", ErrMalformed, i)
+		}
+		if (i == 0 || i == 2 || i == 4) && decoded != nil && seg != text && (text == "projects" || text == "databases" || text == documentsWord) {
+			return Path{}, fmt.Errorf("%w: percent-encoded keyword in segment %d", ErrMalformed, i)
 		}
 		switch i {
 		case 0:
 			if text != "projects" {
-				return Path{}, fmt.Errorf("%w: first segment is %q, not projects", ErrNotDocumentPath, truncate(text))
+				return Path{}, fmt.Errorf("%w: first segment is not projects", ErrNotDocumentPath)
 			}
 		case 1:
 			p.projEnd = out
 		case 2:
 			if text != "databases" {
-				return Path{}, fmt.Errorf("%w: segment 2 is %q, not databases", ErrNotDocumentPath, truncate(text))
+				return Path{}, fmt.Errorf("%w: segment 2 is not databases", ErrNotDocumentPath)
 			}
 		case 3:
 			p.dbEnd = out
 		case 4:
 			if text != documentsWord {
-				return Path{}, fmt.Errorf("%w: segment 4 is %q, not documents", ErrNotDocumentPath, truncate(text))
+				return Path{}, fmt.Errorf("%w: segment 4 is not documents", ErrNotDocumentPath)
 			}
 			p.rootEnd = out
 		default:
@@ -168,7 +258,7 @@ func unescapeSegment(b *strings.Builder, seg string) (int, error) {
 				c, ok = Unhex(seg[i+1], seg[i+2])
 			}
 			if !ok {
-				return 0, fmt.Errorf("invalid escape %q", truncate(seg[i:]))
+				return 0, errors.New("invalid percent escape")
 			}
 			i += 2
 			if c == '/' {
@@ -218,13 +308,9 @@ func unhex(c byte) byte {
 	}
 }
 
-// truncate keeps error messages short when the input is huge.
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
+// Version is the API version of a parsed request path ("v1", "v1beta1"); "" for a
+// name parsed from a body.
+func (p Path) Version() string { return p.version }
 
 // Resource is the decoded resource path including the verb:
 // "projects/p/databases/(default)/documents:runQuery".

@@ -34,12 +34,19 @@ func TestParse(t *testing.T) {
 			db:       "projects/my-proj/databases/db2", project: "my-proj", dbID: "db2",
 			rel: "farmers/f1", verb: "listCollectionIds", depth: 2,
 		},
-		{ // an encoded colon belongs to the id; '+' is literal in a path; spaces decode
-			raw:      "/v1/projects/p/databases/d/documents/c/a%3Ab+c%20d",
-			resource: "projects/p/databases/d/documents/c/a:b+c d",
-			name:     "projects/p/databases/d/documents/c/a:b+c d",
+		{ // an encoded colon inside the path belongs to the id; '+' is literal in a path; spaces decode
+			raw:      "/v1/projects/p/databases/d/documents/a%3Ab+c%20d/x",
+			resource: "projects/p/databases/d/documents/a:b+c d/x",
+			name:     "projects/p/databases/d/documents/a:b+c d/x",
 			db:       "projects/p/databases/d", project: "p", dbID: "d",
-			rel: "c/a:b+c d", depth: 2,
+			rel: "a:b+c d/x", depth: 2,
+		},
+		{
+			raw:      "/v1beta1/projects/p/databases/d/documents:commit",
+			resource: "projects/p/databases/d/documents:commit",
+			name:     "projects/p/databases/d/documents",
+			db:       "projects/p/databases/d", project: "p", dbID: "d",
+			verb: "commit",
 		},
 		{ // a colon in a middle segment is part of the id
 			raw:      "/v1/projects/p/databases/d/documents/c/a:b/sub",
@@ -83,6 +90,23 @@ func TestParseRejects(t *testing.T) {
 		"/v1/projects/p/databases/../documents/c/x",
 		"/v1/",
 		"/v1//projects/p/databases/d/documents/c",
+		// The emulator reads these as another resource than their bytes say.
+		"/v1/projects/p/databases/d/documents%3Acommit",
+		"/v1/projects/p/databases/d/documents/c/x%3arunQuery",
+		"/v1/projects/p/databases/d/documents/orders%20/x",
+		"/v1/projects/p/databases/d/documents/%20orders/x",
+		"/v1/projects/p/databases/d/documents/orders/x%09",
+		"/v1/projects/p/databases/d/documents/orders/x%0A",
+		"/v1/projects/p/databases/d/documents/orders/x%C2%A0",
+		"/v1/projects/p/databases/d/documents/orders/x%FF",
+		"/v1/projects/p%20/databases/d/documents/orders/x",
+		"/v1/projects/p/databases/(default)%20/documents/orders/x",
+		"/v1/projects/p/databases/d/documents%20/orders/x",
+		"/v1%20/projects/p/databases/d/documents/orders/x",
+		"/%76%31/projects/p/databases/d/documents/c/x",
+		"/v1beta%31/projects/p/databases/d/documents/c/x",
+		"/v1/%70rojects/p/databases/d/documents/c/x",
+		"/v1/projects/p/databases/d/%64ocuments/c/x",
 	}
 	for _, raw := range malformed {
 		if _, err := Parse(raw); !errors.Is(err, ErrMalformed) {
@@ -93,7 +117,9 @@ func TestParseRejects(t *testing.T) {
 		"",
 		"/",
 		"/v1",
-		"/v1beta1/projects/p/databases/d/documents/c/x",
+		"/v1beta2/projects/p/databases/d/documents/c/x",
+		"/v1alpha1/projects/p/databases/d/documents/c/x",
+		"//v1/projects/p/databases/d/documents/c/x",
 		"/emulator/v1/projects/p/databases/(default)/documents",
 		"/v1/projects/p/databases/d",
 		"/v1/projects/p/databases/d:exportDocuments",
@@ -164,7 +190,8 @@ func TestParseNameDoesNotDecode(t *testing.T) {
 	if p.ID() != "a%2Fb" {
 		t.Fatalf("ID = %q, want the literal a%%2Fb", p.ID())
 	}
-	for _, bad := range []string{"projects/p/databases/d/documents/c//x", "projects/p/databases/d/documents/..", "/projects/p/databases/d/documents"} {
+	for _, bad := range []string{"projects/p/databases/d/documents/c//x", "projects/p/databases/d/documents/..", "/projects/p/databases/d/documents",
+		"projects/p/databases/d/documents/c /x", "projects/p/databases/d/documents/c/x\t", "projects/p/databases/d/documents/c/\xffx", "projects/p /databases/d/documents/c/x"} {
 		if _, err := ParseName(bad); err == nil {
 			t.Errorf("ParseName(%q) accepted", bad)
 		}
@@ -180,6 +207,10 @@ func FuzzParse(f *testing.F) {
 		"/v1/projects/p/databases/d/documents/a/b/c:runQuery",
 		"/v1/projects/p/databases/d/documents/c/%2e",
 		"/v1/projects/p/databases/d/documents/c/a%3Ab",
+		"/%76%31/projects/p/databases/d/documents/c/x",
+		"/v1beta1/projects/p/databases/d/documents:commit",
+		"/v1/projects/p/databases/d/documents/orders%20/x",
+		"/v1/projects/p/databases/d/documents/c/x%FF",
 	} {
 		f.Add(s)
 	}
@@ -196,7 +227,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) and ParseName(%q) disagree", raw, p.Name())
 		}
 		for _, seg := range strings.Split(p.Name(), "/") {
-			if seg == "" || seg == "." || seg == ".." {
+			if !Valid(seg) {
 				t.Fatalf("Parse(%q) accepted segment %q", raw, seg)
 			}
 		}
