@@ -836,54 +836,39 @@ func (g *Generations) subscribe(ctx context.Context) {
 }
 
 // subscribeOnce runs one subscription: it applies bump messages, counts
-// acknowledgements, and sends the heartbeat (a PING every HealthInterval, whose
-// answer renews the lease). It returns when the connection fails or when nothing has
-// been heard on it for two leases (a hung peer never errors).
+// acknowledgements, and renews the lease with the answers to the heartbeat (a PING
+// every HealthInterval, sent by pingLoop: go-redis lets a PING be written while a
+// receive waits, so no receive is ever cut short mid-message). It returns when the
+// connection fails or when nothing has been heard on it for two leases (a hung peer
+// never errors).
 func (g *Generations) subscribeOnce(ctx context.Context) error {
 	ps := g.rdb.Subscribe(ctx)
 	g.mu.Lock()
 	g.ps = ps
 	g.mu.Unlock()
+	var pinger sync.WaitGroup
+	defer pinger.Wait()
 	defer ps.Close()
 	sent := time.Now()
 	// The ack channel first: once the invalidate confirmation arrives, both are live.
 	if err := ps.Subscribe(ctx, g.ackCh, g.invalCh); err != nil {
 		return fmt.Errorf("cache: subscribe: %w", err)
 	}
-	interval := g.opt.HealthInterval
-	deadAfter := max(2*g.opt.Lease, 4*interval)
-	pings := map[string]time.Time{} // PING payload -> when it was sent
-	var pingSeq uint64
-	var nextPing time.Time
-	heard := time.Now()
+	deadAfter := max(2*g.opt.Lease, 4*g.opt.HealthInterval)
+	pings := &pingLog{sent: map[string]time.Time{}}
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	pinger.Add(1)
+	go g.pingLoop(pctx, ps, pings, deadAfter, &pinger)
 	for {
-		now := time.Now()
-		if now.Sub(heard) > deadAfter {
-			return fmt.Errorf("cache: nothing heard on the subscription for %v", now.Sub(heard).Round(time.Millisecond))
-		}
-		if !now.Before(nextPing) {
-			pingSeq++
-			payload := strconv.FormatUint(pingSeq, 10)
-			if err := ps.Ping(ctx, payload); err != nil {
-				return fmt.Errorf("cache: subscription ping: %w", err)
-			}
-			pings[payload] = now
-			nextPing = now.Add(interval)
-			for p, t := range pings { // answers that never came (a reconnect lost them)
-				if now.Sub(t) > deadAfter {
-					delete(pings, p)
-				}
-			}
-		}
-		msg, err := ps.ReceiveTimeout(ctx, max(time.Until(nextPing), time.Millisecond))
+		msg, err := ps.ReceiveTimeout(ctx, deadAfter)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+				return fmt.Errorf("cache: nothing heard on the subscription for %v", deadAfter)
 			}
 			return fmt.Errorf("cache: subscription receive: %w", err)
 		}
-		heard = time.Now()
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == g.invalCh {
@@ -895,8 +880,7 @@ func (g *Generations) subscribeOnce(ctx context.Context) error {
 				g.log.Info("subscribed to invalidations; new local epoch", "epoch", g.Epoch())
 			}
 		case *redis.Pong:
-			if t, ok := pings[m.Payload]; ok {
-				delete(pings, m.Payload)
+			if t, ok := pings.answered(m.Payload); ok {
 				g.renewLease(t)
 			}
 		case *redis.Message:
@@ -906,6 +890,60 @@ func (g *Generations) subscribeOnce(ctx context.Context) error {
 			case g.ackCh:
 				g.acked(m.Payload)
 			}
+		}
+	}
+}
+
+// pingLog remembers when each heartbeat PING was sent, by payload.
+type pingLog struct {
+	mu   sync.Mutex
+	seq  uint64
+	sent map[string]time.Time
+}
+
+// next records a PING about to be sent and returns its payload; answers older than
+// forget that never came (a reconnect lost them) are dropped.
+func (l *pingLog) next(now time.Time, forget time.Duration) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	p := strconv.FormatUint(l.seq, 10)
+	l.sent[p] = now
+	for q, t := range l.sent {
+		if now.Sub(t) > forget {
+			delete(l.sent, q)
+		}
+	}
+	return p
+}
+
+// answered returns when the PING with payload p was sent, once.
+func (l *pingLog) answered(p string) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.sent[p]
+	delete(l.sent, p)
+	return t, ok
+}
+
+// pingLoop sends the heartbeat until ctx ends; a PING that cannot be written closes
+// the subscription, so that subscribeOnce returns and resubscribes.
+func (g *Generations) pingLoop(ctx context.Context, ps *redis.PubSub, pings *pingLog, forget time.Duration, wg *sync.WaitGroup) {
+	defer wg.Done()
+	tick := time.NewTicker(g.opt.HealthInterval)
+	defer tick.Stop()
+	for {
+		if err := ps.Ping(ctx, pings.next(time.Now(), forget)); err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("invalidation subscription ping failed", "err", err)
+				ps.Close()
+			}
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
 		}
 	}
 }
