@@ -47,6 +47,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (the seeds also run in make tes
 	$(GO) test -run '^$$' -fuzz '^FuzzKeyParams$$' -fuzztime $(FUZZTIME) ./proxy/classify/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxy/firestorepath/
 	$(GO) test -run '^$$' -fuzz '^FuzzEntryUnmarshal$$' -fuzztime $(FUZZTIME) ./proxy/cache/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBump$$' -fuzztime $(FUZZTIME) ./proxy/cache/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./rules/
 	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./rules/
 

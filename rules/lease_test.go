@@ -6,9 +6,8 @@ import (
 	"time"
 )
 
-// cache.invalidation_lease: default 1s, at least the default acknowledgement wait of
-// the old design (100ms); a given value wins; 0 is refused with its line, since with
-// Redis it would mean "never trust L1" without saying so.
+// cache.invalidation_lease: default 1s; a given value wins; 0 is refused with its
+// line, since with Redis it would mean "never trust L1" without saying so.
 func TestParseInvalidationLease(t *testing.T) {
 	if got := mustParse(t, "").Cache.InvalidationLease; got != time.Second {
 		t.Errorf("default lease %v, want 1s", got)

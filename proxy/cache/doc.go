@@ -43,6 +43,13 @@
 // acknowledge by then heard nothing sent after the bump, so its lease, if any, came
 // from a PING sent before it and has run out. Lease is rules.Cache.InvalidationLease.
 //
+// Which replicas a writer waits for is not PUBLISH's count of receivers (a replica
+// whose subscription Redis dropped before the replica noticed is not one, yet may
+// still hold a lease) but the presence set <prefix>replicas: every heartbeat a
+// replica records there "until server time + Lease", and it never trusts its table
+// beyond its own send time + 4/5 of Lease, so a replica missing from the set when the
+// bump runs holds no lease. Close leaves the set.
+//
 // # Refused bumps
 //
 // When Redis does not take a bump (down, at maxclients, -OOM, a timeout), a waiting

@@ -121,6 +121,8 @@ type Generations struct {
 	id      string // this replica's id: its ack channel
 	invalCh string
 	ackCh   string
+	// presenceKey is the sorted set of replicas that may hold a lease (see "Lease").
+	presenceKey string
 
 	table *table
 	// state is epoch<<1 | trusted, one word so the hot path reads both at once. The
@@ -139,7 +141,8 @@ type Generations struct {
 	waiters    map[uint64]*ackWait
 	failed     map[string]struct{} // tags whose bump failed: replayed until Redis takes them
 	subscribed bool
-	leaseUntil time.Time   // the local lease: trusted only before it
+	leaseUntil time.Time   // the local lease from the bus: trusted only before it
+	presentTil time.Time   // the lease from the presence set: trusted only before it
 	leaseTimer *time.Timer // fires at leaseUntil, to drop trust on time
 	stateCh    chan struct{}
 	ps         *redis.PubSub
@@ -152,9 +155,39 @@ type Generations struct {
 	wg     sync.WaitGroup
 }
 
+// ackWait is one bump message's wait: done is closed once every other replica that
+// may hold a lease (expect, from the presence set; nil until the bump answered) has
+// acknowledged it (got).
 type ackWait struct {
-	got, need int // need < 0: not known yet (PUBLISH has not answered)
-	done      chan struct{}
+	expect map[string]struct{}
+	got    map[string]struct{}
+	done   chan struct{}
+}
+
+// finishIfComplete closes done, once, when every expected replica acknowledged. Call
+// with g.mu held.
+func (w *ackWait) finishIfComplete() {
+	select {
+	case <-w.done:
+		return
+	default:
+	}
+	if w.complete() {
+		close(w.done)
+	}
+}
+
+// complete reports whether every expected replica acknowledged. Call with g.mu held.
+func (w *ackWait) complete() bool {
+	if w.expect == nil {
+		return false
+	}
+	for id := range w.expect {
+		if _, ok := w.got[id]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 type ackOut struct {
@@ -189,15 +222,17 @@ var ErrTooManyTags = errors.New("cache: read depends on too many tags to be cach
 var ErrPending = errors.New("cache: an invalidation of this read's tags is pending")
 
 // bumpScript sets each generation to max(old+1, server time in µs), refreshes its
-// TTL, and publishes the new values, all in one round trip. ARGV: ttl ms, channel,
-// message head (the gens are appended, comma-separated). Returns {receivers, gens…}.
-// Values are formatted with %d: Lua's tostring would round them to 14 digits.
+// TTL, and publishes the new values, all in one round trip. KEYS: gen keys…, then the
+// presence set. ARGV: ttl ms, channel, message head (the gens are appended,
+// comma-separated). Returns {ids of the replicas whose presence has not expired,
+// gens…}. Values are formatted with %d: Lua's tostring would round them to 14 digits.
 const bumpScript = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {0}
 local gens = {}
-for i, k in ipairs(KEYS) do
+for i = 1, #KEYS - 1 do
+  local k = KEYS[i]
   local v = tonumber(redis.call('GET', k) or '0') or 0
   if v < now then v = now else v = v + 1 end
   local s = string.format('%d', v)
@@ -205,8 +240,20 @@ for i, k in ipairs(KEYS) do
   gens[i] = s
   out[i + 1] = s
 end
-out[1] = redis.call('PUBLISH', ARGV[2], ARGV[3] .. table.concat(gens, ','))
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. table.concat(gens, ','))
+out[1] = redis.call('ZRANGEBYSCORE', KEYS[#KEYS], string.format('%d', math.floor(now / 1000)), '+inf')
 return out
+`
+
+// presenceScript records that replica ARGV[1] may trust its L1 until the server's
+// time + ARGV[2] ms, in the sorted set KEYS[1] (and forgets expired replicas).
+const presenceScript = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', now))
+redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return 1
 `
 
 // snapshotScript reads generations, first setting any that do not exist to the server
@@ -264,6 +311,7 @@ func NewGenerations(opt GenerationsOptions) (*Generations, error) {
 	}
 	g.invalCh = opt.Prefix + "invalidate"
 	g.ackCh = opt.Prefix + "ack:" + g.id
+	g.presenceKey = opt.Prefix + "replicas"
 	if g.rdb == nil {
 		g.state.Store(1<<1 | 1) // epoch 1, trusted: this process is the truth
 		return g, nil
@@ -282,10 +330,11 @@ func NewGenerations(opt GenerationsOptions) (*Generations, error) {
 		g.ackRdb = g.ownAck
 	}
 	g.replay = make(chan struct{}, 1)
-	g.wg.Add(3)
+	g.wg.Add(4)
 	go g.subscribe(ctx)
 	go g.sendAcks(ctx)
 	go g.replayLoop(ctx)
+	go g.presenceLoop(ctx)
 	return g, nil
 }
 
@@ -306,6 +355,10 @@ func (g *Generations) Close() error {
 	g.updateTrustLocked()
 	g.mu.Unlock()
 	g.leaseTimer.Stop()
+	// Leave the presence set, so that writers stop waiting for this replica at once.
+	ctx, cancel := context.WithTimeout(context.Background(), g.opt.Timeout)
+	g.ackRdb.ZRem(ctx, g.presenceKey, g.id)
+	cancel()
 	if g.ownAck != nil {
 		g.ownAck.Close()
 	}
@@ -536,7 +589,7 @@ func (g *Generations) Bump(ctx context.Context, tags []string, mode BumpMode) er
 		for start := 0; start < len(tags); start += maxBumpChunk {
 			// Registered before publishing: an ack may arrive before PUBLISH's answer.
 			id := g.seq.Add(1)
-			w := &ackWait{need: -1, done: make(chan struct{})}
+			w := &ackWait{got: map[string]struct{}{}, done: make(chan struct{})}
 			g.mu.Lock()
 			g.waiters[id] = w
 			g.mu.Unlock()
@@ -552,12 +605,12 @@ func (g *Generations) Bump(ctx context.Context, tags []string, mode BumpMode) er
 		} else {
 			id = ids[i]
 		}
-		receivers, err := g.bumpRedis(ctx, id, chunk)
+		leased, err := g.bumpRedis(ctx, id, chunk)
 		if err != nil && waits != nil {
 			// A writer waiting for its bump: Redis refusing commands for a moment must
 			// not cost read-your-writes on the other replicas, so try again for up to
 			// the lease before giving up on them.
-			receivers, err = g.retryBump(ctx, id, chunk)
+			leased, err = g.retryBump(ctx, id, chunk)
 		}
 		if err != nil {
 			g.bumpFailed(tags[start:])
@@ -566,10 +619,8 @@ func (g *Generations) Bump(ctx context.Context, tags []string, mode BumpMode) er
 		if waits != nil {
 			g.mu.Lock()
 			w := waits[i]
-			w.need = receivers
-			if w.got >= w.need {
-				close(w.done)
-			}
+			w.expect = leased
+			w.finishIfComplete()
 			g.mu.Unlock()
 		}
 	}
@@ -594,20 +645,20 @@ func (g *Generations) Bump(ctx context.Context, tags []string, mode BumpMode) er
 
 // retryBump retries a failed bump every bumpRetry until Redis takes it or the lease
 // has passed since the first failure.
-func (g *Generations) retryBump(ctx context.Context, id uint64, tags []string) (int, error) {
+func (g *Generations) retryBump(ctx context.Context, id uint64, tags []string) (map[string]struct{}, error) {
 	deadline := time.Now().Add(g.opt.Lease)
 	for {
 		wait := min(bumpRetry, time.Until(deadline))
 		if wait <= 0 {
-			return 0, fmt.Errorf("cache: bump of %d tags not taken by Redis within the lease (%v)", len(tags), g.opt.Lease)
+			return nil, fmt.Errorf("cache: bump of %d tags not taken by Redis within the lease (%v)", len(tags), g.opt.Lease)
 		}
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return nil, ctx.Err()
 		}
-		if n, err := g.bumpRedis(ctx, id, tags); err == nil {
-			return n, nil
+		if leased, err := g.bumpRedis(ctx, id, tags); err == nil {
+			return leased, nil
 		}
 	}
 }
@@ -615,8 +666,9 @@ func (g *Generations) retryBump(ctx context.Context, id uint64, tags []string) (
 // bumpRetry is how often a writer retries a bump Redis refused.
 const bumpRetry = 50 * time.Millisecond
 
-// bumpRedis runs bumpScript and applies the new generations locally.
-func (g *Generations) bumpRedis(ctx context.Context, id uint64, tags []string) (int, error) {
+// bumpRedis runs bumpScript and applies the new generations locally. It returns the
+// other replicas that may hold a lease (the presence set when the bump ran).
+func (g *Generations) bumpRedis(ctx context.Context, id uint64, tags []string) (map[string]struct{}, error) {
 	var head strings.Builder
 	fmt.Fprintf(&head, "h1 %s %d %d\n", g.id, id, len(tags))
 	for _, t := range tags {
@@ -626,29 +678,36 @@ func (g *Generations) bumpRedis(ctx context.Context, id uint64, tags []string) (
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.opt.Timeout)
 	defer cancel()
-	res, err := g.bump.Run(ctx, g.rdb, g.genKeys(tags), g.opt.GenTTL.Milliseconds(), g.invalCh, head.String()).Slice()
+	keys := append(g.genKeys(tags), g.presenceKey)
+	res, err := g.bump.Run(ctx, g.rdb, keys, g.opt.GenTTL.Milliseconds(), g.invalCh, head.String()).Slice()
 	if err == nil && len(res) != len(tags)+1 {
 		err = fmt.Errorf("script answered %d values for %d tags", len(res), len(tags))
 	}
-	var receivers int64
 	gens := make([]uint64, len(tags))
+	leased := map[string]struct{}{}
 	if err == nil {
-		var ok bool
-		if receivers, ok = res[0].(int64); !ok {
-			err = fmt.Errorf("receivers of type %T", res[0])
-		} else {
+		ids, ok := res[0].([]any)
+		if !ok {
+			err = fmt.Errorf("presence of type %T", res[0])
+		}
+		for _, v := range ids {
+			if id, ok := v.(string); ok && id != g.id {
+				leased[id] = struct{}{}
+			}
+		}
+		if err == nil {
 			err = parseGens(res[1:], gens)
 		}
 	}
 	if err != nil {
 		g.m.redisError("bump")
-		return 0, fmt.Errorf("cache: bump of %d tags: %w", len(tags), err)
+		return nil, fmt.Errorf("cache: bump of %d tags: %w", len(tags), err)
 	}
 	for i, tag := range tags {
 		g.table.raise(hashTag(tag), tag, gens[i])
 	}
 	g.m.bumped(len(tags))
-	return int(receivers), nil
+	return leased, nil
 }
 
 // bumpFailed handles tags whose bump Redis did not take: they are remembered for
@@ -749,9 +808,13 @@ func (g *Generations) updateTrust() {
 // bump pending (keeping the epoch), arms the lease timer, and wakes waiters.
 func (g *Generations) updateTrustLocked() {
 	now := time.Now()
-	on := g.subscribed && !g.pending.Load() && now.Before(g.leaseUntil)
+	until := g.leaseUntil
+	if g.presentTil.Before(until) {
+		until = g.presentTil
+	}
+	on := g.subscribed && !g.pending.Load() && now.Before(until)
 	if on {
-		g.leaseTimer.Reset(g.leaseUntil.Sub(now))
+		g.leaseTimer.Reset(until.Sub(now))
 	}
 	st := g.state.Load()
 	if (st&1 == 1) == on {
@@ -779,6 +842,37 @@ func (g *Generations) renewLease(sent time.Time) {
 	}
 	g.updateTrustLocked()
 	g.mu.Unlock()
+}
+
+// presenceLoop keeps this replica in the presence set every heartbeat, so that
+// writers wait for its acknowledgement; this replica's lease never outlasts its
+// entry there (renewPresence), so a writer that does not find it can skip it.
+func (g *Generations) presenceLoop(ctx context.Context) {
+	defer g.wg.Done()
+	script := redis.NewScript(presenceScript)
+	tick := time.NewTicker(g.opt.HealthInterval)
+	defer tick.Stop()
+	for {
+		sent := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, g.opt.Lease)
+		err := script.Run(cctx, g.ackRdb, []string{g.presenceKey}, g.id, g.opt.Lease.Milliseconds()).Err()
+		cancel()
+		if err == nil {
+			g.mu.Lock()
+			if until := sent.Add(g.opt.Lease - g.opt.Lease/5); until.After(g.presentTil) {
+				g.presentTil = until
+			}
+			g.updateTrustLocked()
+			g.mu.Unlock()
+		} else if ctx.Err() == nil {
+			g.m.redisError("presence")
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (g *Generations) setSubscribed(on bool) {
@@ -836,54 +930,39 @@ func (g *Generations) subscribe(ctx context.Context) {
 }
 
 // subscribeOnce runs one subscription: it applies bump messages, counts
-// acknowledgements, and sends the heartbeat (a PING every HealthInterval, whose
-// answer renews the lease). It returns when the connection fails or when nothing has
-// been heard on it for two leases (a hung peer never errors).
+// acknowledgements, and renews the lease with the answers to the heartbeat (a PING
+// every HealthInterval, sent by pingLoop: go-redis lets a PING be written while a
+// receive waits, so no receive is ever cut short mid-message). It returns when the
+// connection fails or when nothing has been heard on it for two leases (a hung peer
+// never errors).
 func (g *Generations) subscribeOnce(ctx context.Context) error {
 	ps := g.rdb.Subscribe(ctx)
 	g.mu.Lock()
 	g.ps = ps
 	g.mu.Unlock()
+	var pinger sync.WaitGroup
+	defer pinger.Wait()
 	defer ps.Close()
 	sent := time.Now()
 	// The ack channel first: once the invalidate confirmation arrives, both are live.
 	if err := ps.Subscribe(ctx, g.ackCh, g.invalCh); err != nil {
 		return fmt.Errorf("cache: subscribe: %w", err)
 	}
-	interval := g.opt.HealthInterval
-	deadAfter := max(2*g.opt.Lease, 4*interval)
-	pings := map[string]time.Time{} // PING payload -> when it was sent
-	var pingSeq uint64
-	var nextPing time.Time
-	heard := time.Now()
+	deadAfter := max(2*g.opt.Lease, 4*g.opt.HealthInterval)
+	pings := &pingLog{sent: map[string]time.Time{}}
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	pinger.Add(1)
+	go g.pingLoop(pctx, ps, pings, deadAfter, &pinger)
 	for {
-		now := time.Now()
-		if now.Sub(heard) > deadAfter {
-			return fmt.Errorf("cache: nothing heard on the subscription for %v", now.Sub(heard).Round(time.Millisecond))
-		}
-		if !now.Before(nextPing) {
-			pingSeq++
-			payload := strconv.FormatUint(pingSeq, 10)
-			if err := ps.Ping(ctx, payload); err != nil {
-				return fmt.Errorf("cache: subscription ping: %w", err)
-			}
-			pings[payload] = now
-			nextPing = now.Add(interval)
-			for p, t := range pings { // answers that never came (a reconnect lost them)
-				if now.Sub(t) > deadAfter {
-					delete(pings, p)
-				}
-			}
-		}
-		msg, err := ps.ReceiveTimeout(ctx, max(time.Until(nextPing), time.Millisecond))
+		msg, err := ps.ReceiveTimeout(ctx, deadAfter)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+				return fmt.Errorf("cache: nothing heard on the subscription for %v", deadAfter)
 			}
 			return fmt.Errorf("cache: subscription receive: %w", err)
 		}
-		heard = time.Now()
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == g.invalCh {
@@ -895,8 +974,7 @@ func (g *Generations) subscribeOnce(ctx context.Context) error {
 				g.log.Info("subscribed to invalidations; new local epoch", "epoch", g.Epoch())
 			}
 		case *redis.Pong:
-			if t, ok := pings[m.Payload]; ok {
-				delete(pings, m.Payload)
+			if t, ok := pings.answered(m.Payload); ok {
 				g.renewLease(t)
 			}
 		case *redis.Message:
@@ -906,6 +984,60 @@ func (g *Generations) subscribeOnce(ctx context.Context) error {
 			case g.ackCh:
 				g.acked(m.Payload)
 			}
+		}
+	}
+}
+
+// pingLog remembers when each heartbeat PING was sent, by payload.
+type pingLog struct {
+	mu   sync.Mutex
+	seq  uint64
+	sent map[string]time.Time
+}
+
+// next records a PING about to be sent and returns its payload; answers older than
+// forget that never came (a reconnect lost them) are dropped.
+func (l *pingLog) next(now time.Time, forget time.Duration) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	p := strconv.FormatUint(l.seq, 10)
+	l.sent[p] = now
+	for q, t := range l.sent {
+		if now.Sub(t) > forget {
+			delete(l.sent, q)
+		}
+	}
+	return p
+}
+
+// answered returns when the PING with payload p was sent, once.
+func (l *pingLog) answered(p string) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.sent[p]
+	delete(l.sent, p)
+	return t, ok
+}
+
+// pingLoop sends the heartbeat until ctx ends; a PING that cannot be written closes
+// the subscription, so that subscribeOnce returns and resubscribes.
+func (g *Generations) pingLoop(ctx context.Context, ps *redis.PubSub, pings *pingLog, forget time.Duration, wg *sync.WaitGroup) {
+	defer wg.Done()
+	tick := time.NewTicker(g.opt.HealthInterval)
+	defer tick.Stop()
+	for {
+		if err := ps.Ping(ctx, pings.next(time.Now(), forget)); err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("invalidation subscription ping failed", "err", err)
+				ps.Close()
+			}
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
 		}
 	}
 }
@@ -965,8 +1097,9 @@ func parseBump(p string) (writer string, id uint64, tags []string, gens []uint64
 
 // acked counts one acknowledgement of this replica's bump message.
 func (g *Generations) acked(payload string) {
-	id, err := strconv.ParseUint(payload, 10, 64)
-	if err != nil {
+	ids, replica, _ := strings.Cut(payload, " ")
+	id, err := strconv.ParseUint(ids, 10, 64)
+	if err != nil || replica == "" {
 		return
 	}
 	g.mu.Lock()
@@ -975,10 +1108,11 @@ func (g *Generations) acked(payload string) {
 	if w == nil {
 		return // a bump that did not wait, or gave up
 	}
-	w.got++
-	if w.need >= 0 && w.got == w.need {
-		close(w.done)
+	if _, dup := w.got[replica]; dup {
+		return
 	}
+	w.got[replica] = struct{}{}
+	w.finishIfComplete()
 }
 
 // sendAcks publishes acknowledgements, pipelining whatever has queued up, so the
@@ -998,12 +1132,12 @@ func (g *Generations) sendAcks(ctx context.Context) {
 			return
 		}
 		pipe := g.ackRdb.Pipeline()
-		pipe.Publish(ctx, g.opt.Prefix+"ack:"+a.writer, strconv.FormatUint(a.id, 10))
+		pipe.Publish(ctx, g.opt.Prefix+"ack:"+a.writer, strconv.FormatUint(a.id, 10)+" "+g.id)
 	drain:
 		for pipe.Len() < 256 {
 			select {
 			case a = <-g.acks:
-				pipe.Publish(ctx, g.opt.Prefix+"ack:"+a.writer, strconv.FormatUint(a.id, 10))
+				pipe.Publish(ctx, g.opt.Prefix+"ack:"+a.writer, strconv.FormatUint(a.id, 10)+" "+g.id)
 			default:
 				break drain
 			}
