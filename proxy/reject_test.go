@@ -101,7 +101,7 @@ func TestUnreadableRequestsAreCountedLoggedAndNotEchoed(t *testing.T) {
 			strings.Repeat("a", 70<<10) + "\r\n\r\n", "headers_too_large", 431},
 		{"a bad header line", "GET /v1/x HTTP/1.1\r\nHost: x\r\n" + secret + "\r\n\r\n", "malformed", 400},
 	} {
-		before := counterValue(p.m.rejected.WithLabelValues(tc.reason))
+		before := counterOf(p.m.rejected.WithLabelValues(tc.reason))
 		resp, body := rawAnswer(t, ln.Addr().String(), tc.req)
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s: status %d, want %d (%s)", tc.name, resp.StatusCode, tc.status, body)
@@ -112,7 +112,7 @@ func TestUnreadableRequestsAreCountedLoggedAndNotEchoed(t *testing.T) {
 		if strings.Contains(body, secret) || strings.Contains(body, "aaaa") {
 			t.Errorf("%s: the answer echoes the request: %s", tc.name, body)
 		}
-		if got := counterValue(p.m.rejected.WithLabelValues(tc.reason)) - before; got != 1 {
+		if got := counterOf(p.m.rejected.WithLabelValues(tc.reason)) - before; got != 1 {
 			t.Errorf("%s: harvest_proxy_rejected_requests_total{reason=%q} moved by %v, want 1", tc.name, tc.reason, got)
 		}
 	}
@@ -137,7 +137,7 @@ func TestLargeHeadersAreServed(t *testing.T) {
 	}
 }
 
-func counterValue(c prometheus.Counter) float64 {
+func counterOf(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
 		return -1
