@@ -12,9 +12,10 @@ package proxy
 //	  w.unknown()          // no answer, 5xx, UNAVAILABLE, DEADLINE_EXCEEDED, ...
 //
 // beginWrite does admission (a write whose events could not be kept is refused before
-// the upstream sees it), reads the old documents for events.old_value, and bumps the
-// write's tags before it is forwarded. succeeded bumps them again, waits for every
-// replica, and emits the events (confirmed by the broker or fsynced in the outbox)
+// the upstream sees it), and reads the old documents for events.old_value; it bumps
+// nothing (a write the upstream refuses must invalidate nothing: cache.AfterWrite
+// says why no bump is needed before forwarding). succeeded and unknown bump the
+// write's tags once it may have landed; succeeded waits for every replica, and emits the events (confirmed by the broker or fsynced in the outbox)
 // before it returns: the client hears of the success only after that.
 
 import (
@@ -94,9 +95,6 @@ func (p *Proxy) beginWrite(ctx context.Context, req *classify.Request, c Caller,
 	if refusal != nil {
 		return nil, refusal
 	}
-	if err := p.tiers.BeforeWrite(context.Background(), req.Tags); err != nil {
-		p.log.Warn("invalidation before write incomplete", "op", req.Op.String(), "err", err)
-	}
 	return &pendingWrite{p: p, req: req, caller: c, plan: plan}, nil
 }
 
@@ -154,7 +152,7 @@ func (w *pendingWrite) unknown() {
 	}
 }
 
-// afterWrite is the second bump. Its failure (Redis down, a replica slow to
+// afterWrite is the write's bump, once it may have landed. Its failure (Redis down, a replica slow to
 // acknowledge) is logged; the cache package replays bumps Redis missed once it is back.
 func (p *Proxy) afterWrite(req *classify.Request) {
 	if err := p.tiers.AfterWrite(context.Background(), req.Tags); err != nil {

@@ -57,13 +57,13 @@ type Config struct {
 //	       on miss: st, err := t.Begin(ctx, tags)   // BEFORE asking the upstream
 //	       then:    e := &Entry{…, Tags: tags}; st.Apply(e); t.Fill(ctx, key, e)
 //	               (skip Fill when Begin failed: the read cannot prove it is not stale)
-//	write: t.BeforeWrite(ctx, tags); forward; on success t.AfterWrite(ctx, tags)
+//	write: forward; once it may have landed t.AfterWrite(ctx, tags)
 //
 // The proxy's fast variant of the read: LookupStamped, whose stamp (when it has one)
 // replaces Begin, and FillBehind, which writes L2 after the client is answered.
 //
 // Errors are for logging only: a failed Lookup is a miss; a failed Begin means
-// "serve the answer but do not Fill"; a failed BeforeWrite/AfterWrite must not fail
+// "serve the answer but do not Fill"; a failed AfterWrite must not fail
 // the write (the failed bump is replayed until Redis takes it, and this replica does
 // not trust what it covers meanwhile; ErrAckTimeout means a replica stayed silent
 // for the whole lease, and has stopped trusting its L1). Every read's tags should include DatabaseTag(db), so that
@@ -303,15 +303,13 @@ func (t *Tiers) fillL1(key Key, e *Entry) error {
 	return nil
 }
 
-// BeforeWrite is called before a write is forwarded. It bumps nothing: a write the
-// upstream refuses (a 403, a 400) must not invalidate anything, or anyone could
-// empty everyone's cache with writes they may not make. The no-stale-fill promise
-// does not need a bump before forwarding: every fill is a compare-and-set against
-// the generations its read began with (L2.Set, and Valid for L1), and AfterWrite's
-// bump, made once the write may have landed and before it is answered, outdates
-// every read that began before it, whether its fill comes before or after the bump.
-// It is kept so that every front calls the same pair around a write.
-func (t *Tiers) BeforeWrite(ctx context.Context, tags []string) error { return nil }
+// A write bumps nothing before it is forwarded: a write the upstream refuses (a
+// 403, a 400) must not invalidate anything, or anyone could empty everyone's cache
+// with writes they may not make. The no-stale-fill promise does not need a bump
+// before forwarding: every fill is a compare-and-set against the generations its
+// read began with (L2.Set, and Valid for L1), and AfterWrite's bump, made once the
+// write may have landed and before it is answered, outdates every read that began
+// before it, whether its fill comes before or after the bump.
 
 // AfterWrite bumps the tags a write touches once it may have landed (a success, or
 // an unknown outcome: no answer, a 5xx), and waits until every replica applied it or

@@ -58,7 +58,6 @@ func TestTiersWithoutRedis(t *testing.T) {
 	if body, src := read(t, tr, k, tags, rules.Strong, "v2"); src != HitL1 || body != "v1" {
 		t.Fatalf("second read: %s %s", src, body)
 	}
-	tr.BeforeWrite(ctx, []string{tagP1})
 	tr.AfterWrite(ctx, []string{tagP1})
 	if body, src := read(t, tr, k, tags, rules.Strong, "v2"); src != Miss || body != "v2" {
 		t.Fatalf("read after write: %s %s", src, body)
@@ -88,9 +87,6 @@ func TestTiersAcrossReplicas(t *testing.T) {
 	}
 	if _, src := read(t, b, k, tags, rules.Strong, "x"); src != HitL1 {
 		t.Fatalf("B second read: %s, want HIT-L1 (promoted)", src)
-	}
-	if err := a.BeforeWrite(ctx, []string{tagP1}); err != nil {
-		t.Fatal(err)
 	}
 	if err := a.AfterWrite(ctx, []string{tagP1}); err != nil {
 		t.Fatal(err)
@@ -137,7 +133,6 @@ func TestTiersNoStaleFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.BeforeWrite(ctx, []string{tagColl}) // B's write begins and ends
 	b.AfterWrite(ctx, []string{tagColl})
 	a.Fill(ctx, k, stamped(tags, st, "pre-write")) // A's read answers
 	for _, tr := range []*Tiers{a, b} {
