@@ -48,6 +48,7 @@ type Proxy struct {
 	tiers  *cache.Tiers
 	flight singleflight.Group
 	m      *metrics
+	wch    *writeChannels // the WebChannel Write channel's sessions (writechannel.go)
 
 	// plans is the alias index of the hit path: from aliasKey (a hash of the raw
 	// request) to the *readPlan Classify, the rules and cacheKey made of it, so a
@@ -100,6 +101,7 @@ func New(o Options) (*Proxy, error) {
 		maxPlans:  int64(max(cfg.Cache.L1MaxEntries, 1<<14)),
 		planSeeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 	}
+	p.wch = newWriteChannels(p, o.Registry)
 	o.Rules.OnReload(func(*rules.Config) { p.clearPlans() })
 	p.server = &fasthttp.Server{
 		Handler:                       p.Handle,
@@ -248,6 +250,10 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		}
 		p.write(ctx, &req)
 	default:
+		if isWriteChannel(ctx) {
+			p.writeChannel(ctx, &req)
+			return
+		}
 		p.bypass(ctx, &req)
 	}
 }
