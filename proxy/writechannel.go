@@ -46,8 +46,10 @@ package proxy
 //
 // Limits: sessions live in the replica that saw them open. Behind several replicas the
 // channel's requests need affinity by SID (as Google's front end gives it by
-// gsessionid); a POST or backchannel for a session this replica never saw opened is
-// still paired from then on, with the identity of its own HTTP headers, and counted.
+// gsessionid). A session this replica never saw opened (another replica's, or one that
+// outlived a restart) is adopted and counted: its writes are invalidated once answered
+// (settled unknown), never reported as events, since nothing ties its answers to
+// requests sent before the replica saw it.
 
 import (
 	"bufio"
@@ -261,7 +263,7 @@ func (p *Proxy) forwardWrites(ctx *fasthttp.RequestCtx, req *classify.Request, s
 		p.bypass(ctx, req)
 		return
 	}
-	s := p.wch.lookup(ctx, sid, true)
+	s := p.wch.lookup(ctx, sid)
 	if s == nil {
 		p.bypass(ctx, req)
 		return
@@ -279,7 +281,7 @@ func (p *Proxy) forwardWrites(ctx *fasthttp.RequestCtx, req *classify.Request, s
 
 // backchannel serves a backchannel GET, settling writes as their answers go by.
 func (p *Proxy) backchannel(ctx *fasthttp.RequestCtx, req *classify.Request, sid string) {
-	s := p.wch.lookup(ctx, sid, false)
+	s := p.wch.lookup(ctx, sid)
 	if s == nil {
 		p.bypass(ctx, req)
 		return
@@ -357,10 +359,11 @@ func (wc *writeChannels) bind(s *writeSession, sid string) {
 	}
 }
 
-// lookup finds the session of sid. A forward POST of a session this replica never saw
-// opened adopts it (database from the URL, identity from the POST's headers): pairing
-// holds from its first message on, since the stream answers every message in order.
-func (wc *writeChannels) lookup(ctx *fasthttp.RequestCtx, sid string, adopt bool) *writeSession {
+// lookup finds the session of sid. A session this replica never saw opened (another
+// replica opened it, or this process restarted) is adopted (database from the URL,
+// identity from the request's own headers), so its writes are at least invalidated
+// once answered; see pair.
+func (wc *writeChannels) lookup(ctx *fasthttp.RequestCtx, sid string) *writeSession {
 	wc.mu.Lock()
 	s := wc.sessions[sid]
 	wc.mu.Unlock()
@@ -371,19 +374,22 @@ func (wc *writeChannels) lookup(ctx *fasthttp.RequestCtx, sid string, adopt bool
 		return s
 	}
 	wc.count(unexpectedUnknownSession)
-	if !adopt {
+	fresh, ok := wc.newSession(ctx, nil)
+	if !ok || fresh == nil {
 		return nil
 	}
-	s, ok := wc.newSession(ctx, nil)
-	if !ok || s == nil {
-		return nil
-	}
-	// Requests sent before this POST may still be unanswered, and nothing tells their
-	// answers from this POST's: take the first map as it comes, and settle the session's
+	// Requests sent before this one may still be unanswered, and nothing tells their
+	// answers from later ones: take the first map as it comes, and settle the session's
 	// writes unknown (invalidated once answered, no events) rather than pair them wrongly.
-	s.nextMap = -1
-	s.adopted = true
-	wc.bind(s, sid)
+	fresh.nextMap = -1
+	fresh.adopted = true
+	fresh.sid = sid
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if s = wc.sessions[sid]; s == nil { // a concurrent request may have adopted it first
+		s = fresh
+		wc.sessions[sid] = s
+	}
 	return s
 }
 
