@@ -313,7 +313,8 @@ func TestWriteChannelWriteInvalidatesAndEmitsBeforeItsAck(t *testing.T) {
 		{typ: "created", doc: "farmers/wc/products/c", index: 2, fields: map[string]string{"status": `{"stringValue":"on"}`}, auth: owner},
 	} {
 		d := expectProductEvent(h, q, w)
-		if d.ce.Time != ack["commitTime"] {
+		ackTime, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(ack["commitTime"]))
+		if at, err := time.Parse(time.RFC3339Nano, d.ce.Time); err != nil || !at.Equal(ackTime) {
 			t.Errorf("event %d: time %s, want the acknowledged commitTime %v", i, d.ce.Time, ack["commitTime"])
 		}
 		fromChannel = append(fromChannel, d)
