@@ -96,19 +96,33 @@ func (c *channelClient) forms(msgs ...string) string {
 func (c *channelClient) post(u, body string) []byte {
 	c.t.Helper()
 	for attempt := 1; ; attempt++ {
-		resp, err := c.http.Post(u, "application/x-www-form-urlencoded", strings.NewReader(body))
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
+		status, b := c.postOnce(u, body)
+		if status == http.StatusOK {
 			return b
 		}
-		if resp.StatusCode != http.StatusServiceUnavailable || attempt == 5 {
-			c.t.Fatalf("forward POST: %d %s", resp.StatusCode, b)
+		if status != http.StatusServiceUnavailable || attempt == 5 {
+			c.t.Fatalf("forward POST: %d %s", status, b)
 		}
 	}
+}
+
+func (c *channelClient) postOnce(u, body string) (int, []byte) {
+	c.t.Helper()
+	resp, err := c.http.Post(u, "application/x-www-form-urlencoded", strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// writeOnce sends one WriteRequest once and returns the POST's status and body.
+func (c *channelClient) writeOnce(writes ...string) (int, []byte) {
+	c.t.Helper()
+	msg := fmt.Sprintf(`{"streamToken":%q,"writes":[%s]}`, c.token, strings.Join(writes, ","))
+	c.rid++
+	return c.postOnce(c.url(fmt.Sprintf("SID=%s&RID=%d&AID=0", url.QueryEscape(c.sid), c.rid)), c.forms(msg))
 }
 
 // backchannel keeps a streaming GET (CI=0) open and feeds its arrays to c.entries; like
@@ -258,7 +272,7 @@ func TestWriteChannelWriteInvalidatesAndEmitsBeforeItsAck(t *testing.T) {
 	q := newEventQueue(t)
 	h := newHarness(t, setup{
 		replicas: 2, redis: redisAddr, rules: channelEventRules,
-		emitter: true, amqp: brokerURL, events: []string{fmt.Sprintf("exchange: %q", q.exchange)},
+		emitter: true, amqp: brokerURL, events: []string{fmt.Sprintf("exchange: %q", q.exchange), "old_value: true"},
 	})
 	waitBroker(t, h.replicas[0])
 	seed := func(f string) {
@@ -319,6 +333,10 @@ func TestWriteChannelWriteInvalidatesAndEmitsBeforeItsAck(t *testing.T) {
 		}
 		fromChannel = append(fromChannel, d)
 	}
+	// events.old_value read the documents with the channel's credentials.
+	if old := fromChannel[0].ce.Data.OldValue; old == nil || string(old.Fields["status"]) != `{"stringValue":"off"}` {
+		t.Errorf("updated event's oldValue %v, want status off: %v", old, fromChannel[0])
+	}
 
 	// The same writes as a REST commit, on another farmer's products.
 	seed("rest")
@@ -340,6 +358,52 @@ func TestWriteChannelWriteInvalidatesAndEmitsBeforeItsAck(t *testing.T) {
 	}
 	if got := counterSum(t, h.replicas[0], "harvest_proxy_webchannel_unexpected_total"); got != 0 {
 		t.Errorf("%v Write-channel frames counted as unexpected in plain SDK traffic", got)
+	}
+}
+
+// With the event outbox full (broker cut), a write on the Write channel is refused like
+// a REST write: its POST gets a Firestore-shaped 503 before anything is forwarded, and
+// the data is unchanged. WebChannel takes the failed POST for a network error, so the
+// SDK sends the write again later: it is never acknowledged without its events.
+func TestWriteChannelRefusesWritesWhenTheOutboxIsFull(t *testing.T) {
+	q := newEventQueue(t)
+	relay := testbed.NewRelay(t, brokerAddr)
+	relay.Cut()
+	h := newHarness(t, eventSetup(q, "amqp://guest:guest@"+relay.Addr()+"/", "outbox_max_bytes: 2000"))
+	c := openChannel(t, h.replicas[0].url, h.project, owner)
+	filled := false
+	for i := 0; i < 50 && !filled; i++ {
+		a := h.via(0, "PATCH", fmt.Sprintf("%s/products/p%d", h.docs(), i), `{"fields":{"n":{"integerValue":"1"}}}`)
+		switch a.status {
+		case 200:
+		case 503:
+			filled = true
+		default:
+			t.Fatalf("write %d: %v", i, a)
+		}
+	}
+	if !filled {
+		t.Fatal("50 writes with the broker cut never filled a 2000-byte outbox")
+	}
+	before := h.meter.Snapshot().Total
+	status, body := c.writeOnce(fmt.Sprintf(`{"update":{"name":%q,"fields":{}}}`, h.name("products/x")))
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("Write-channel write with the outbox full: %d %s, want 503", status, body)
+	}
+	var e struct {
+		Error struct {
+			Code   int    `json:"code"`
+			Status string `json:"status"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error.Code != 503 || e.Error.Status != "UNAVAILABLE" {
+		t.Errorf("refusal %s, want a Firestore-shaped 503 UNAVAILABLE", body)
+	}
+	if after := h.meter.Snapshot().Total; after != before {
+		t.Fatalf("the upstream saw %d requests of the refused write", after-before)
+	}
+	if a := h.direct("GET", h.docs()+"/products/x", ""); a.status != 404 {
+		t.Errorf("the refused write landed: %v", a)
 	}
 }
 
