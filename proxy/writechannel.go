@@ -210,8 +210,10 @@ func (p *Proxy) writeChannel(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	case ctx.IsPost():
 		p.forwardWrites(ctx, req, sid)
 	case ctx.IsGet() && string(q.Peek("TYPE")) == "terminate":
-		p.wch.end(sid)
+		// Forwarded first: once the upstream has ended the stream, what it did not
+		// answer will not land later, after the unknown writes' second bump.
 		p.bypass(ctx, req)
+		p.wch.end(sid)
 	case ctx.IsGet() && string(q.Peek("RID")) == "rpc" && sid != "":
 		p.backchannel(ctx, req, sid)
 	default:

@@ -30,6 +30,11 @@
 //     backchannel reopened with AID=n gets the arrays after n again.
 //   - TYPE=terminate (a GET with SID) ends the session.
 //
+// Not read here, because Firestore's SDK does not use them: closure's
+// httpHeadersOverwriteParam (headers in a URL parameter such as $httpHeaders; the SDK
+// sets encodeInitMessageHeaders instead, the "headers" body field above) and
+// fastHandshake (the opening messages in a $req URL parameter of a GET).
+//
 // Promises: ParseForward and ParseChunk never panic and reject what is not the wire
 // above with an error; a Splitter hands back every byte it was fed, in order, exactly
 // once, either inside a complete chunk or, once the framing is broken, as passthrough,
