@@ -40,7 +40,9 @@ package proxy
 //
 // Framing the proxy does not understand never breaks the app's stream: it is forwarded
 // untouched, logged (never its content) and counted in
-// harvest_proxy_webchannel_unexpected_total. The backchannel stays unbuffered: each
+// harvest_proxy_webchannel_unexpected_total. A forward body it cannot read may carry
+// messages whose answers it cannot place: from then on the session's writes are settled
+// unknown (invalidated once answered), never paired with the wrong request. The backchannel stays unbuffered: each
 // chunk is forwarded as soon as it is complete (a torn chunk is held until then, never
 // reordered).
 //
@@ -158,7 +160,7 @@ type writeSession struct {
 	lastArray    int64 // the highest backchannel array id handled; -1 before any
 	queue        []*channelRequest
 	ended        bool
-	adopted      bool // opened through another replica (or before a restart): see pair
+	uncertain    bool // pairing cannot be trusted (adopted midway, or an unread forward body): see pair
 	backchannels int
 	lastActive   time.Time
 }
@@ -252,16 +254,23 @@ func (p *Proxy) openWriteSession(ctx *fasthttp.RequestCtx, req *classify.Request
 	p.streamChannel(ctx, req, s, true)
 }
 
-// forwardWrites serves a forward-channel POST of an open session.
+// forwardWrites serves a forward-channel POST of an open session. A body the proxy
+// cannot read is forwarded untouched; the messages it may carry get answers the proxy
+// cannot place, so from then on the session's writes are settled unknown, never paired
+// with a wrong request.
 func (p *Proxy) forwardWrites(ctx *fasthttp.RequestCtx, req *classify.Request, sid string) {
+	unread := ""
+	var f *webchannel.Forward
 	if len(ctx.Request.Header.ContentEncoding()) > 0 {
-		p.wch.count(unexpectedEncoded)
-		p.bypass(ctx, req)
-		return
+		unread = unexpectedEncoded
+	} else if parsed, err := webchannel.ParseForward(ctx.PostBody()); err != nil {
+		unread = unexpectedForward
+	} else {
+		f = parsed
 	}
-	f, err := webchannel.ParseForward(ctx.PostBody())
-	if err != nil {
-		p.wch.count(unexpectedForward)
+	if unread != "" {
+		p.wch.count(unread)
+		p.wch.markUncertain(sid)
 		p.bypass(ctx, req)
 		return
 	}
@@ -384,7 +393,7 @@ func (wc *writeChannels) lookup(ctx *fasthttp.RequestCtx, sid string) *writeSess
 	// answers from later ones: take the first map as it comes, and settle the session's
 	// writes unknown (invalidated once answered, no events) rather than pair them wrongly.
 	fresh.nextMap = -1
-	fresh.adopted = true
+	fresh.uncertain = true
 	fresh.sid = sid
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
@@ -393,6 +402,18 @@ func (wc *writeChannels) lookup(ctx *fasthttp.RequestCtx, sid string) *writeSess
 		wc.sessions[sid] = s
 	}
 	return s
+}
+
+// markUncertain stops trusting the pairing of sid's session, if this replica has it.
+func (wc *writeChannels) markUncertain(sid string) {
+	wc.mu.Lock()
+	s := wc.sessions[sid]
+	wc.mu.Unlock()
+	if s != nil {
+		s.mu.Lock()
+		s.uncertain = true
+		s.mu.Unlock()
+	}
 }
 
 // end ends the session of sid (TYPE=terminate).
@@ -770,7 +791,7 @@ func (s *writeSession) pair(entries []webchannel.Entry) []settlement {
 			out = append(out, settlement{w: r.w, outcome: settleUnknown})
 			continue
 		}
-		if s.adopted {
+		if s.uncertain {
 			out = append(out, settlement{w: r.w, outcome: settleUnknown})
 			continue
 		}

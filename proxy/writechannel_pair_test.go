@@ -108,7 +108,7 @@ func TestPairNeverGuessesSuccess(t *testing.T) {
 	}
 
 	s = testSession()
-	s.adopted = true
+	s.uncertain = true
 	s.queue = []*channelRequest{{w: w1, writes: 1}}
 	if got := outcomes(s.pair(chunkEntries(t, `[[7,[`+oneResult+`]]]`)), w1); got != "w1:2 " {
 		t.Errorf("adopted session: %s, want unknown", got)

@@ -437,9 +437,17 @@ func expectProductEvent(h *harness, q *eventQueue, w want) delivery {
 
 // fakeChannelUpstream answers the Write channel with scripted backchannel bytes: the
 // opening answer, then first (flushed), then, once release is closed, second.
-func fakeChannelUpstream(t *testing.T, first, second string, release <-chan struct{}) string {
+// The forward POST bodies it received go to posts.
+func fakeChannelUpstream(t *testing.T, first, second string, release <-chan struct{}, posts chan<- string) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if r.Method == "POST" {
+			b, _ := io.ReadAll(r.Body)
+			select {
+			case posts <- string(b):
+			default:
+			}
+		}
 		switch {
 		case r.Method == "POST" && r.URL.Query().Get("SID") == "":
 			io.WriteString(w, "52\n[[0,[\"c\",\"0Mp-Ig5o3hetKwlU1By95Q==\",\"\",8,12,30000]]]")
@@ -475,7 +483,8 @@ func TestWriteChannelForwardsUnknownAndTornFramesUntouched(t *testing.T) {
 		frame(`[[3,["x-newer-control",1]]]`) + torn[:len(torn)/2]
 	second := torn[len(torn)/2:] + "<html>not a frame</html>"
 	release := make(chan struct{})
-	upstream := fakeChannelUpstream(t, first, second, release)
+	posts := make(chan string, 8)
+	upstream := fakeChannelUpstream(t, first, second, release, posts)
 	h := newHarness(t, setup{upstream: func(int, string) string { return upstream }})
 
 	c := &channelClient{
@@ -506,7 +515,16 @@ func TestWriteChannelForwardsUnknownAndTornFramesUntouched(t *testing.T) {
 	if !slices.Equal(ids, []int64{1, 2, 3}) {
 		t.Errorf("arrays %v, want 1 2 3 in order", ids)
 	}
-	for reason, want := range map[string]float64{unexpectedUnpaired: 1, unexpectedControl: 1, unexpectedFraming: 1} {
+	<-posts // the opening POST
+	// A forward body that is not the wire reaches the upstream as it was sent.
+	odd := "count=1&ofs=1&req0___data__=%7B%7D&req9___data__=%5B%5D&extra=%E2%9C%93"
+	if got := string(c.post(c.url("SID="+url.QueryEscape(c.sid)+"&RID=1001&AID=3"), odd)); got != "7\n[1,2,7]" {
+		t.Errorf("the answer to an unreadable forward POST: %q", got)
+	}
+	if got := <-posts; got != odd {
+		t.Errorf("the upstream got %q, want the body untouched %q", got, odd)
+	}
+	for reason, want := range map[string]float64{unexpectedUnpaired: 1, unexpectedControl: 1, unexpectedFraming: 1, unexpectedForward: 1} {
 		if got := counterValue(t, h.replicas[0], "harvest_proxy_webchannel_unexpected_total", reason); got != want {
 			t.Errorf("unexpected{reason=%s} = %v, want %v", reason, got, want)
 		}
