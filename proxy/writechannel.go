@@ -33,10 +33,10 @@ package proxy
 // The caller's identity: the SDK sends its Authorization (and x-goog-api-key) in the
 // "headers" field of the session-opening POST (encodeInitMessageHeaders: no CORS
 // preflight), not as HTTP headers; the upstream applies them to the whole session. A
-// session's identity is identityHash of that Authorization, or of the opening POST's
-// HTTP Authorization header when "headers" has none (a non-SDK client); both present and
-// different, or repeated, is ambiguous and refused. A new token means a new stream (the
-// SDK reopens its streams when credentials change).
+// session's identity is identityOf (identity.go) every credential of the opening POST:
+// its own headers and query, and those in its "headers" field; a credential given
+// twice, even once in each place, is ambiguous and refused. A new token means a new
+// stream (the SDK reopens its streams when credentials change).
 //
 // Framing the proxy does not understand never breaks the app's stream: it is forwarded
 // untouched, logged (never its content) and counted in
@@ -58,6 +58,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"time"
 
@@ -147,8 +148,9 @@ type writeSession struct {
 	wc       *writeChannels
 	database string // projects/{p}/databases/{d}
 	caller   Caller
-	auth     []byte // the Authorization forwarded upstream for the session (old_value reads)
-	apiKey   string // the SDK's x-goog-api-key (old_value reads)
+	// creds are the credential headers of the opening POST's "headers" field, which the
+	// upstream applies to the session: old_value reads carry them too.
+	creds []credential
 
 	// fwd serialises forward POSTs of the session while their maps are admitted, so the
 	// queue is in map-id order.
@@ -308,18 +310,11 @@ func (p *Proxy) refuseChannel(ctx *fasthttp.RequestCtx, req *classify.Request, r
 // newSession makes the session of an opening POST (not yet registered: its SID comes
 // with the answer). ok=false: refused and answered; s=nil: pass through untracked.
 func (wc *writeChannels) newSession(ctx *fasthttp.RequestCtx, headers map[string][]string) (s *writeSession, ok bool) {
-	httpAuth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-	var auth []byte
-	switch sent := headers["Authorization"]; {
-	case len(sent) > 1,
-		len(sent) == 1 && len(httpAuth) > 0 && sent[0] != string(httpAuth):
-		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument,
-			"ambiguous credentials: the channel's Authorization is given more than once")
+	identity, sent, err := channelIdentity(ctx, headers)
+	if err != nil {
+		wc.p.m.requestOp(classify.WriteChannel, resultError)
+		apierror.Write(ctx, fasthttp.StatusBadRequest, apierror.InvalidArgument, err.Error())
 		return nil, false
-	case len(sent) == 1:
-		auth = []byte(sent[0])
-	default:
-		auth = bytes.Clone(httpAuth)
 	}
 	wc.mu.Lock()
 	full := len(wc.sessions) >= maxWriteSessions
@@ -337,17 +332,38 @@ func (wc *writeChannels) newSession(ctx *fasthttp.RequestCtx, headers map[string
 	s = &writeSession{
 		wc:         wc,
 		database:   string(ctx.QueryArgs().Peek("database")),
-		caller:     Caller{Identity: identityHash(auth)},
-		auth:       auth,
+		caller:     Caller{Identity: identity},
+		creds:      sent,
 		lastArray:  -1,
 		lastActive: time.Now(),
 	}
-	if keys := headers["X-Goog-Api-Key"]; len(keys) == 1 {
-		s.apiKey = keys[0]
-	} else if key := ctx.QueryArgs().Peek("key"); len(key) > 0 {
-		s.apiKey = string(key)
-	}
 	return s, true
+}
+
+// channelIdentity is the identity of a session (identity.go): identityOf every
+// credential the upstream applies to it, those of the opening request itself (headers,
+// query) and those its "headers" field carries (where the SDK puts Authorization and
+// x-goog-api-key). A credential given twice, even in both places, is ambiguous. sent
+// are the "headers" field's credentials, copied.
+func channelIdentity(ctx *fasthttp.RequestCtx, headers map[string][]string) (string, []credential, error) {
+	var f headerFacts
+	scanHeaders(&ctx.Request.Header, &f)
+	if f.overflow {
+		return "", nil, errAmbiguousCredentials
+	}
+	var sent []credential
+	for name, values := range headers {
+		wire := strings.ToLower(name)
+		if credentialHeaderName([]byte(wire)) == "" {
+			continue
+		}
+		for _, v := range values {
+			sent = append(sent, credential{name: wire, value: []byte(v)})
+		}
+	}
+	creds := appendQueryCredentials(append(append([]credential(nil), f.credentials()...), sent...), ctx.QueryArgs())
+	id, err := identityOf(creds)
+	return id, sent, err
 }
 
 // bind registers s under the SID its opening answer told.
@@ -568,15 +584,15 @@ func (p *Proxy) channelOldReader(ctx *fasthttp.RequestCtx, s *writeSession, req 
 		defer fasthttp.ReleaseResponse(resp)
 		p.up.Prepare(ctx, out, true)
 		uri := "/v1/" + req.Database + "/documents:batchGet"
-		if s.apiKey != "" {
-			uri += "?key=" + string(fasthttp.AppendQuotedArg(nil, []byte(s.apiKey)))
+		if key := ctx.QueryArgs().Peek("key"); len(key) > 0 {
+			uri += "?key=" + string(fasthttp.AppendQuotedArg(nil, key))
 		}
 		out.Header.SetMethod(fasthttp.MethodPost)
 		out.SetRequestURI(uri)
 		out.URI().DisablePathNormalizing = true
 		out.Header.Del("Content-Encoding")
-		if len(s.auth) > 0 {
-			out.Header.SetBytesV(fasthttp.HeaderAuthorization, s.auth)
+		for _, c := range s.creds {
+			out.Header.SetBytesV(c.name, c.value)
 		}
 		out.Header.SetContentType("application/json")
 		out.SetBody(body)

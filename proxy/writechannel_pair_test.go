@@ -195,20 +195,23 @@ func TestAdmitMapsOnce(t *testing.T) {
 	}
 }
 
-// A channel's identity is the Authorization the SDK sends in the opening POST's
-// "headers" field, or the POST's own header when "headers" has none; two different
-// ones, or a repeated one, are ambiguous and refused.
+// A channel's identity is identityOf every credential the upstream applies to the
+// session: the opening POST's own, and those the SDK sends in its "headers" field
+// (Authorization, x-goog-api-key). A credential given twice, even once in each place,
+// is ambiguous and refused without echoing it.
 func TestChannelIdentity(t *testing.T) {
 	p := unitProxy(t)
+	both, _ := identityOf([]credential{{credAuthorization, []byte("Bearer a")}, {credAPIKey, []byte("k")}})
 	for _, tc := range []struct {
 		name    string
 		headers http.Header
 		http    string
-		want    string // "" anonymous; "refused"
+		want    string // the identity; "refused"
 	}{
-		{"SDK headers", http.Header{"Authorization": {"Bearer a"}}, "", "Bearer a"},
-		{"HTTP header only", nil, "Bearer b", "Bearer b"},
-		{"both, same", http.Header{"Authorization": {"Bearer a"}}, "Bearer a", "Bearer a"},
+		{"SDK headers", http.Header{"Authorization": {"Bearer a"}}, "", identityHash([]byte("Bearer a"))},
+		{"SDK headers with a key", http.Header{"Authorization": {"Bearer a"}, "X-Goog-Api-Key": {"k"}, "Content-Type": {"text/plain"}}, "", both},
+		{"HTTP header only", nil, "Bearer b", identityHash([]byte("Bearer b"))},
+		{"both, same", http.Header{"Authorization": {"Bearer a"}}, "Bearer a", "refused"},
 		{"both, different", http.Header{"Authorization": {"Bearer a"}}, "Bearer b", "refused"},
 		{"repeated", http.Header{"Authorization": {"Bearer a", "Bearer b"}}, "", "refused"},
 		{"none", http.Header{"Content-Type": {"text/plain"}}, "", ""},
@@ -226,8 +229,8 @@ func TestChannelIdentity(t *testing.T) {
 			}
 		case !ok || s == nil:
 			t.Errorf("%s: refused", tc.name)
-		case s.caller.Identity != identityHash([]byte(tc.want)) || string(s.auth) != tc.want:
-			t.Errorf("%s: identity of %q, want of %q", tc.name, s.auth, tc.want)
+		case s.caller.Identity != tc.want:
+			t.Errorf("%s: identity %q, want %q", tc.name, s.caller.Identity, tc.want)
 		}
 	}
 }
