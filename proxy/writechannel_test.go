@@ -212,7 +212,8 @@ func (c *channelClient) write(writes ...string) {
 	c.post(c.url(fmt.Sprintf("SID=%s&RID=%d&AID=0", url.QueryEscape(c.sid), c.rid)), c.forms(msg))
 }
 
-// channelEventRules: sharedRules, with events on the farmers' products.
+// channelEventRules: sharedRules, with events on the farmers' products (a rule for
+// every document a group query over products may return, so it is cached).
 const channelEventRules = `
   - match: /farmers/{f}/products/{p}
     ttl: 10m
@@ -222,6 +223,11 @@ const channelEventRules = `
   - match: /farmers/{f}
     ttl: 10m
     scope: shared
+  - match: /products/{p}
+    ttl: 10m
+    scope: shared
+  - match: /{document=**}
+    ttl: 10m
 `
 
 // counterSum is the sum of a metric family's series on a replica's registry.
