@@ -531,13 +531,13 @@ func TestWriteChannelForwardsUnknownAndTornFramesUntouched(t *testing.T) {
 		t.Errorf("the upstream got %q, want the body untouched %q", got, odd)
 	}
 	for reason, want := range map[string]float64{unexpectedUnpaired: 1, unexpectedControl: 1, unexpectedFraming: 1, unexpectedForward: 1} {
-		if got := counterValue(t, h.replicas[0], "harvest_proxy_webchannel_unexpected_total", reason); got != want {
+		if got := reasonCount(t, h.replicas[0], "harvest_proxy_webchannel_unexpected_total", reason); got != want {
 			t.Errorf("unexpected{reason=%s} = %v, want %v", reason, got, want)
 		}
 	}
 }
 
-func counterValue(t *testing.T, r *replica, name, reason string) float64 {
+func reasonCount(t *testing.T, r *replica, name, reason string) float64 {
 	t.Helper()
 	mfs, err := r.reg.Gather()
 	if err != nil {
