@@ -136,7 +136,7 @@ func testutilCount(wc *writeChannels, reason string) float64 {
 }
 
 // unitProxy is a Proxy with no Redis and an upstream nobody answers: enough to admit
-// writes (beginWrite's first bump goes to L1).
+// writes (beginWrite needs no Redis).
 func unitProxy(t *testing.T) *Proxy {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "rules.yaml")
