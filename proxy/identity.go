@@ -27,7 +27,9 @@ import (
 // Ambiguous, refused with 400 INVALID_ARGUMENT before anything is cached or forwarded:
 // a credential given twice (two Authorization headers, even an empty one: the proxy
 // would see one and the upstream use the other), two bearer credentials (an
-// Authorization header and access_token), two API keys (X-Goog-Api-Key and key).
+// Authorization header and access_token), two different API keys (X-Goog-Api-Key and
+// key). The same API key as both X-Goog-Api-Key and key is one key: the Firebase
+// SDKs send it so.
 // access_token alone is one bearer credential like any other.
 
 // credential is one credential-bearing value as the upstream receives it. name is its
@@ -66,22 +68,40 @@ var credentialParams = [...]string{"access_token", "$access_token", "key", "$key
 // every front: "" for none (the anonymous identity), else a 128-bit hex hash. A lone
 // Authorization credential hashes to sha256 of its value, so REST and gRPC callers
 // with the same header share an identity. It refuses ambiguous credentials.
-func identityOf(creds []credential) (string, error) {
-	bearers, keys := 0, 0
-	for i, c := range creds {
-		switch c.name {
-		case credAuthorization, credAccessToken:
-			bearers++
-		case credAPIKey, credKey:
-			keys++
+func identityOf(in []credential) (string, error) {
+	// An API key is one credential wherever it is sent: the Firebase SDKs send the
+	// same key as ?key= and as X-Goog-Api-Key. Both go by one name, so a key hashes
+	// alike from every front (REST, gRPC, the WebChannel's headers); the same key
+	// twice is one key, two different keys are ambiguous.
+	var buf [len(credentialHeaders) + len(credentialParams)]credential
+	creds := buf[:0]
+	bearers := 0
+	for _, c := range in {
+		if c.name == credKey {
+			c.name = credAPIKey
 		}
-		for _, d := range creds[:i] {
-			if d.name == c.name {
+		repeated := false
+		for _, d := range creds {
+			if d.name != c.name {
+				continue
+			}
+			if c.name != credAPIKey || !bytes.Equal(d.value, c.value) {
 				return "", errAmbiguousCredentials
 			}
+			repeated = true
 		}
+		if repeated {
+			continue
+		}
+		if len(creds) == cap(creds) {
+			return "", errAmbiguousCredentials // more than every name once: a duplicate
+		}
+		if c.name == credAuthorization || c.name == credAccessToken {
+			bearers++
+		}
+		creds = append(creds, c)
 	}
-	if bearers > 1 || keys > 1 {
+	if bearers > 1 {
 		return "", errAmbiguousCredentials
 	}
 	switch {
@@ -98,9 +118,6 @@ func identityOf(creds []credential) (string, error) {
 	var order [len(credentialHeaders) + len(credentialParams)]int
 	n := 0
 	for i := range creds {
-		if n == len(order) {
-			return "", errAmbiguousCredentials // more than every name once: a duplicate
-		}
 		j := n
 		for j > 0 && creds[order[j-1]].name > creds[i].name {
 			order[j] = order[j-1]

@@ -25,7 +25,9 @@ func TestIdentityOf(t *testing.T) {
 		{"an empty and a real Authorization", []credential{auth(""), auth("Bearer owner")}, true},
 		{"Authorization and access_token", []credential{auth("Bearer a"), other(credAccessToken, "a")}, true},
 		{"two access_token", []credential{other(credAccessToken, "a"), other(credAccessToken, "a")}, true},
-		{"key and X-Goog-Api-Key", []credential{other(credKey, "k"), other(credAPIKey, "k")}, true},
+		{"key and X-Goog-Api-Key, the same key (the Firebase SDKs)", []credential{other(credKey, "k"), other(credAPIKey, "k")}, false},
+		{"key and X-Goog-Api-Key, two keys", []credential{other(credKey, "k"), other(credAPIKey, "j")}, true},
+		{"Authorization, key and X-Goog-Api-Key, two keys", []credential{auth("Bearer a"), other(credAPIKey, "k"), other(credKey, "j")}, true},
 		{"two App Check", []credential{other("x-firebase-appcheck", "t"), other("x-firebase-appcheck", "u")}, true},
 	} {
 		_, err := identityOf(tc.creds)
@@ -45,6 +47,13 @@ func TestIdentityOf(t *testing.T) {
 	token, _ := identityOf([]credential{other(credAccessToken, "Bearer a")})
 	if withCheck == a || withCheck != reversed || withCheck == otherCheck || token == a || token == "" {
 		t.Errorf("identities: a %q, a+check %q (reversed %q), a+other check %q, access_token %q", a, withCheck, reversed, otherCheck, token)
+	}
+	// An API key is one credential wherever it is sent: REST's ?key=, the header, both.
+	inQuery, _ := identityOf([]credential{auth("Bearer a"), other(credKey, "k")})
+	inHeader, _ := identityOf([]credential{auth("Bearer a"), other(credAPIKey, "k")})
+	inBoth, _ := identityOf([]credential{other(credKey, "k"), auth("Bearer a"), other(credAPIKey, "k")})
+	if inQuery != inHeader || inBoth != inHeader || inHeader == a {
+		t.Errorf("one key, three places: query %q, header %q, both %q (without it %q)", inQuery, inHeader, inBoth, a)
 	}
 	if anon, _ := identityOf([]credential{auth("")}); anon != "" {
 		t.Errorf("an empty Authorization is anonymous, got %q", anon)
