@@ -78,7 +78,8 @@ func New(o Options) (*Proxy, error) {
 	}
 	cfg := o.Rules.Current()
 	up, err := upstream.New(upstream.Config{
-		URL: o.Upstream, Timeout: cfg.Upstream.Timeout, MaxConns: cfg.Upstream.MaxIdleConns,
+		URL: o.Upstream, Timeout: cfg.Upstream.Timeout,
+		MaxConns: cfg.Upstream.MaxConns, MaxStreams: cfg.Upstream.MaxStreams,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -369,7 +370,11 @@ func (p *Proxy) bypass(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	defer fasthttp.ReleaseRequest(out)
 	p.up.Prepare(ctx, out, false)
 	start := time.Now()
-	if err := p.up.Stream(out, ctx, p.rules.Current().Server.WriteTimeout); err != nil {
+	budget := upstream.Requests
+	if req.Op == classify.Listen || req.Op == classify.WriteChannel {
+		budget = upstream.Streams
+	}
+	if err := p.up.Stream(out, ctx, p.rules.Current().Server.WriteTimeout, budget); err != nil {
 		p.m.requestOp(req.Op, resultError)
 		p.upstreamFailed(ctx, req.Op, err)
 		return
