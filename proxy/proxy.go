@@ -199,6 +199,7 @@ func (p *Proxy) AdminAddr() string {
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	p.m.inflightN.Add(1)
 	defer p.m.inflightN.Add(-1)
+	defer addCORS(ctx) // every answer, however made (cors.go)
 	if h := &ctx.Request.Header; !h.IsHTTP11() && string(h.Protocol()) != "HTTP/1.0" {
 		p.rejectProtocol(ctx) // fasthttp reads "HTTP/7.0" (any HTTP/d.d) as a request
 		return
@@ -316,6 +317,7 @@ func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, message string) {
 // at warn level; fasthttp closes the connection after it, so that is once per
 // connection.
 func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	defer addCORS(ctx)
 	reason, code, status, message := rejection(err)
 	if reason == "body_too_large" {
 		message = fmt.Sprintf("request body larger than %d bytes", p.server.MaxRequestBodySize)
