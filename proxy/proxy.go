@@ -222,6 +222,10 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	}
+	if isPreflight(ctx) {
+		answerPreflight(ctx) // cors.go
+		return
+	}
 	// A plan is only ever made for a request that passed this check, and the alias
 	// covers every credential header, so hits need not repeat it.
 	if !requestCredentialsOK(ctx, &hf) {
