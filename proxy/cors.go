@@ -8,9 +8,9 @@ import (
 
 // CORS: the proxy answers a browser as Firestore would.
 //
-// What the upstream sends (the emulator, checked with curl; Google's front end for
-// firestore.googleapis.com answers the same way): to any request with an Origin, on
-// every answer, errors included,
+// What the upstream sends (checked against the emulator with curl; Firestore serves
+// browsers of any origin, reflecting the Origin likewise): to any request with an
+// Origin, on every answer, errors included,
 //
 //	Access-Control-Allow-Origin: <the request's Origin, reflected>
 //	Access-Control-Allow-Methods: DELETE,GET,HEAD,PATCH,POST,PUT
