@@ -7,7 +7,7 @@
 # Needs: Redis on 127.0.0.1:6379, RabbitMQ on 127.0.0.1:5672, the nginx binary (tests
 # run their own nginx instances on free loopback ports), Java 17 and Google's Cloud
 # Firestore emulator (the Google Cloud CLI component), Node.js and npm for the Firebase
-# JS SDK tests, wrk for `make bench`.
+# JS SDK tests, Debian's chromium-headless-shell for the browser suite, wrk for `make bench`.
 set -euo pipefail
 
 say() { printf 'dev-services: %s\n' "$*"; }
@@ -83,6 +83,12 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 command -v node >/dev/null && command -v npm >/dev/null || die "node and npm not found after installing nodejs npm"
 say "Node.js $(node --version) and npm $(npm --version) present"
+
+# --- Headless Chromium, for the browser suite (proxy/conformance/browser) ---------
+# Debian's build; the suite drives it with puppeteer-core (it downloads no browser).
+apt_install chromium-headless-shell
+command -v chromium-headless-shell >/dev/null || die "chromium-headless-shell not found after installing it"
+say "Chromium: $(chromium-headless-shell --version 2>/dev/null | head -1)"
 
 # --- The Compose file checker (no Docker engine needed: --no-install-recommends keeps
 # the engine out) ----------------------------------------------------------------

@@ -331,6 +331,22 @@ func TestTLSMode(t *testing.T) {
 			!strings.Contains(a.Header.Get("Access-Control-Expose-Headers"), "X-Cache") {
 			t.Errorf("GET with Origin %s: %v, CORS headers %v", allowedOrigin, a, a.Header)
 		}
+		// The proxy answers CORS for any origin (as Firestore does); behind nginx only
+		// nginx's headers count: one of each, and none for an origin off the list.
+		for _, h := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers"} {
+			if v := a.Header.Values(h); len(v) != 1 {
+				t.Errorf("GET with Origin %s: %s sent %d times: %q", allowedOrigin, h, len(v), v)
+			}
+		}
+		if v := a.Header.Values("Vary"); strings.Count(strings.Join(v, ","), "Origin") != 1 {
+			t.Errorf("GET with Origin %s: Vary %q, want Origin named once", allowedOrigin, v)
+		}
+		off := e.do("GET", e.base+doc, "", "Origin", "https://evil.example")
+		for h := range off.Header {
+			if strings.HasPrefix(h, "Access-Control-") {
+				t.Errorf("GET from an origin off the list: answered with %s: %q", h, off.Header.Values(h))
+			}
+		}
 	})
 
 	t.Run("health checks", func(t *testing.T) {

@@ -79,7 +79,8 @@ func New(o Options) (*Proxy, error) {
 	}
 	cfg := o.Rules.Current()
 	up, err := upstream.New(upstream.Config{
-		URL: o.Upstream, Timeout: cfg.Upstream.Timeout, MaxConns: cfg.Upstream.MaxIdleConns,
+		URL: o.Upstream, Timeout: cfg.Upstream.Timeout,
+		MaxConns: cfg.Upstream.MaxConns, MaxStreams: cfg.Upstream.MaxStreams,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -200,6 +201,7 @@ func (p *Proxy) AdminAddr() string {
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	p.m.inflightN.Add(1)
 	defer p.m.inflightN.Add(-1)
+	defer addCORS(ctx) // every answer, however made (cors.go)
 	if h := &ctx.Request.Header; !h.IsHTTP11() && string(h.Protocol()) != "HTTP/1.0" {
 		p.rejectProtocol(ctx) // fasthttp reads "HTTP/7.0" (any HTTP/d.d) as a request
 		return
@@ -221,6 +223,10 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 				return
 			}
 		}
+	}
+	if isPreflight(ctx) {
+		answerPreflight(ctx) // cors.go
+		return
 	}
 	// A plan is only ever made for a request that passed this check, and the alias
 	// covers every credential header, so hits need not repeat it.
@@ -321,6 +327,7 @@ func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, message string) {
 // at warn level; fasthttp closes the connection after it, so that is once per
 // connection.
 func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	defer addCORS(ctx)
 	reason, code, status, message := rejection(err)
 	if reason == "body_too_large" {
 		message = fmt.Sprintf("request body larger than %d bytes", p.server.MaxRequestBodySize)
@@ -375,7 +382,11 @@ func (p *Proxy) bypass(ctx *fasthttp.RequestCtx, req *classify.Request) {
 	defer fasthttp.ReleaseRequest(out)
 	p.up.Prepare(ctx, out, false)
 	start := time.Now()
-	if err := p.up.Stream(out, ctx, p.rules.Current().Server.WriteTimeout); err != nil {
+	budget := upstream.Requests
+	if req.Op == classify.Listen || req.Op == classify.WriteChannel {
+		budget = upstream.Streams
+	}
+	if err := p.up.Stream(out, ctx, p.rules.Current().Server.WriteTimeout, budget); err != nil {
 		p.m.requestOp(req.Op, resultError)
 		p.upstreamFailed(ctx, req.Op, err)
 		return

@@ -38,7 +38,16 @@ type Upstream struct {
 	URL string `yaml:"url"`
 	// Timeout for one upstream request. Default 30s.
 	Timeout time.Duration `yaml:"timeout"`
-	// MaxIdleConns kept open to the upstream. Default 512.
+	// MaxConns bounds the connections to the upstream for exchanges that end with
+	// their answer: reads, writes, transactions, every unary passthrough. Default 512.
+	MaxConns int `yaml:"max_conns"`
+	// MaxStreams bounds the connections held by Listen and Write streams and the
+	// browser SDK's Listen/Write channels, which last as long as a client listens; a
+	// budget of their own, so listeners never starve reads and writes. Default 1024.
+	MaxStreams int `yaml:"max_streams"`
+	// MaxIdleConns is the deprecated name of MaxConns (it always bounded every
+	// connection, not only idle ones): Parse copies it into MaxConns, and refuses a
+	// file that gives both.
 	MaxIdleConns int `yaml:"max_idle_conns"`
 }
 

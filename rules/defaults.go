@@ -7,8 +7,9 @@ import "time"
 func Defaults() *Config {
 	return &Config{
 		Upstream: Upstream{
-			Timeout:      30 * time.Second,
-			MaxIdleConns: 512,
+			Timeout:    30 * time.Second,
+			MaxConns:   512,
+			MaxStreams: 1024,
 		},
 		Server: Server{
 			MaxBodyBytes:  10 << 20,

@@ -10,6 +10,7 @@ import (
 // patterns, handler names, and rules that can never apply.
 func (d *decoder) validate(cfg *Config) {
 	d.checkURL(cfg.Upstream.URL, d.lineOf(&cfg.Upstream, "url"), "upstream.url", "http", "https")
+	d.validateUpstreamConns(&cfg.Upstream)
 	d.checkURL(cfg.Cache.RedisURL, d.lineOf(&cfg.Cache, "redis_url"), "cache.redis_url", "redis", "rediss", "unix")
 	d.checkURL(cfg.Events.AMQPURL, d.lineOf(&cfg.Events, "amqp_url"), "events.amqp_url", "amqp", "amqps")
 	if cfg.Cache.InvalidationLease <= 0 {

@@ -45,6 +45,9 @@ import (
 // Write of op ClearDatabase with no Tags: the caller invalidates the whole database.
 // Reads under a version other than v1 are Bypass (their cache key has no version).
 func Classify(method, path, rawQuery string, body []byte) (Request, error) {
+	if op := channelOp(path); op != OpUnknown {
+		return Request{Op: op}, nil // the browser SDK's WebChannel: forwarded untouched
+	}
 	switch method {
 	case "GET", "POST", "PATCH", "DELETE":
 	case "HEAD", "OPTIONS":
@@ -155,6 +158,18 @@ func classifyDocuments(method string, p firestorepath.Path, rawQuery string, bod
 		return Request{}, unsupported()
 	}
 	return c.bypass(OpUnknown)
+}
+
+// channelOp names the WebChannel endpoints of the Firebase web SDK
+// (/google.firestore.v1.Firestore/{Listen,Write}/channel), which are no /v1/ path.
+func channelOp(path string) Op {
+	switch path {
+	case "/google.firestore.v1.Firestore/Listen/channel":
+		return Listen
+	case "/google.firestore.v1.Firestore/Write/channel":
+		return WriteChannel
+	}
+	return OpUnknown
 }
 
 // classifier carries one request through classification.

@@ -248,7 +248,7 @@ func TestClassify(t *testing.T) {
 		{name: "GET bad escape", method: "GET", path: rawPath + "/a/x%zz", kind: Bypass},
 		{name: "emulator reset", method: "DELETE", path: "/emulator/v1/projects/p/databases/(default)/documents", kind: Write, op: ClearDatabase},
 		{name: "emulator rules", method: "PUT", path: "/emulator/v1/projects/p:securityRules", body: `{}`, kind: Bypass},
-		{name: "Listen channel", method: "POST", path: "/google.firestore.v1.Firestore/Listen/channel", query: "VER=8", body: `count=1`, kind: Bypass},
+		{name: "Listen channel", method: "POST", path: "/google.firestore.v1.Firestore/Listen/channel", query: "VER=8", body: `count=1`, kind: Bypass, op: Listen},
 		{name: "v1beta1 read is not cached", method: "GET", path: "/v1beta1/projects/p/databases/(default)/documents/a/1",
 			kind: Bypass, op: GetDocument, targets: []Target{doc("a/1")}, tags: []string{"doc:" + root + "/a/1"}},
 		{name: "v1beta1 write is a write", method: "DELETE", path: "/v1beta1/projects/p/databases/(default)/documents/a/1",

@@ -18,13 +18,21 @@
 // The request path is forwarded byte for byte as the client sent it (no re-encoding of
 // %28default%29 or %24alt): Firestore decodes it itself.
 //
+// Connections are pooled in two budgets (Budget): exchanges that end, and streams
+// that last as long as a client listens. A pooled connection the upstream closed is
+// never written to (see Client for what is retried, and why that is safe).
+//
 // A Client is safe for concurrent use.
 package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -36,20 +44,45 @@ import (
 type Config struct {
 	// URL is the REST base: https://firestore.googleapis.com or http://127.0.0.1:8081.
 	URL string
-	// Timeout bounds one buffered request (headers and body). Streams have no total bound.
+	// Timeout bounds one buffered request (headers and body), and the wait for a free
+	// connection. Streams have no total bound. Default 30s.
 	Timeout time.Duration
-	// MaxConns bounds open connections to the upstream.
+	// MaxConns bounds the connections of requests that end: reads, writes and unary
+	// passthroughs (Budget Requests). Default 512.
 	MaxConns int
+	// MaxStreams bounds the connections held by Listen and Write streams (Budget
+	// Streams), which live as long as a client listens: a separate budget, so that any
+	// number of listeners never starves the reads and writes. Default 1024.
+	MaxStreams int
 	// MaxResponseBytes bounds a buffered response body (a cacheable read's answer).
 	MaxResponseBytes int
 }
 
+// Budget names the connection pool a passthrough draws from.
+type Budget uint8
+
+const (
+	// Requests: exchanges that end with their answer (Config.MaxConns).
+	Requests Budget = iota
+	// Streams: Listen and Write streams and channels, which last as long as a client
+	// listens (Config.MaxStreams).
+	Streams
+)
+
 // Client sends requests to the upstream.
+//
+// Reuse is checked (checkedConn): a pooled connection the upstream closed while idle is
+// discarded before anything is written on it, and the request goes on another one, whatever
+// its method. A request that was written and met a closed connection before the first
+// byte of an answer is sent again only when doing so cannot do anything twice: GET, HEAD
+// and OPTIONS, and the requests of a WebChannel (the Listen and Write channels number
+// their messages, and the server ignores a message it already has: resending is what the
+// browser itself does on a failed forward-channel request).
 type Client struct {
 	host     string
 	timeout  time.Duration
-	buffered *fasthttp.HostClient
-	stream   *fasthttp.HostClient
+	requests *fasthttp.HostClient
+	streams  *fasthttp.HostClient
 }
 
 // New returns a Client for cfg.URL.
@@ -79,31 +112,77 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 512
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 1024
+	}
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 64 << 20
 	}
-	base := func() *fasthttp.HostClient {
+	dialer := &fasthttp.TCPDialer{Concurrency: 0}
+	dial := func(addr string) (net.Conn, error) {
+		c, err := dialer.Dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		return &checkedConn{Conn: c, tls: tlsOn}, nil
+	}
+	base := func(maxConns int) *fasthttp.HostClient {
 		return &fasthttp.HostClient{
 			Addr:                          addr,
 			IsTLS:                         tlsOn,
 			TLSConfig:                     &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12},
-			MaxConns:                      cfg.MaxConns,
+			MaxConns:                      maxConns,
 			MaxIdleConnDuration:           90 * time.Second,
 			DisablePathNormalizing:        true,
 			DisableHeaderNamesNormalizing: false,
 			NoDefaultUserAgentHeader:      true,
 			MaxConnWaitTimeout:            cfg.Timeout,
-			Dial:                          (&fasthttp.TCPDialer{Concurrency: 0}).Dial,
+			Dial:                          dial,
+			MaxIdemponentCallAttempts:     maxAttempts,
+			RetryIfErr:                    retryIfSafe,
 		}
 	}
-	buffered := base()
-	buffered.ReadTimeout = cfg.Timeout
-	buffered.WriteTimeout = cfg.Timeout
-	buffered.MaxResponseBodySize = cfg.MaxResponseBytes
-	stream := base()
-	stream.StreamResponseBody = true
-	return &Client{host: u.Host, timeout: cfg.Timeout, buffered: buffered, stream: stream}, nil
+	// Buffered requests are bounded by DoTimeout's deadline, unary passthroughs by
+	// nothing but the server's write timeout, as before they shared a pool.
+	requests := base(cfg.MaxConns)
+	requests.MaxResponseBodySize = cfg.MaxResponseBytes
+	streams := base(cfg.MaxStreams)
+	streams.StreamResponseBody = true
+	return &Client{host: u.Host, timeout: cfg.Timeout, requests: requests, streams: streams}, nil
 }
+
+// maxAttempts bounds the tries of one request: a pool may hold several connections
+// the upstream closed at once (it restarted; the emulator closes one after every
+// WebChannel answer), each found dead before anything is sent, and a replayable
+// request may meet a close that raced with it more than once.
+const maxAttempts = 16
+
+// retryIfSafe is the fasthttp retry policy (see Client).
+func retryIfSafe(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	if errors.Is(err, errClosedIdle) {
+		return false, true
+	}
+	if replayable(req) &&
+		(errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed)) {
+		return false, true
+	}
+	return false, false
+}
+
+// replayable: sending req twice does nothing a single send would not (see Client).
+func replayable(req *fasthttp.Request) bool {
+	h := &req.Header
+	if h.IsGet() || h.IsHead() || h.IsOptions() {
+		return true
+	}
+	path := req.URI().PathOriginal()
+	return bytes.HasSuffix(path, listenChannel) || bytes.HasSuffix(path, writeChannel)
+}
+
+var (
+	listenChannel = []byte("/google.firestore.v1.Firestore/Listen/channel")
+	writeChannel  = []byte("/google.firestore.v1.Firestore/Write/channel")
+)
 
 // Host is the upstream's host[:port] as configured.
 func (c *Client) Host() string { return c.host }
@@ -130,20 +209,27 @@ func (c *Client) Prepare(in *fasthttp.RequestCtx, out *fasthttp.Request, identit
 
 // Do sends a buffered request and reads the whole answer within the timeout.
 func (c *Client) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return c.buffered.DoTimeout(req, resp, c.timeout)
+	return c.requests.DoTimeout(req, resp, c.timeout)
 }
 
 // Stream forwards req and copies the answer to the client as it arrives, chunk by chunk,
 // flushing each: long-poll channels (Listen/Write) and any unknown method pass through
 // without being buffered whole. It returns the upstream's error when no answer came.
 //
+// budget says which connection pool the exchange draws from: Streams for Listen and
+// Write, Requests for everything else.
+//
 // writeIdle > 0 replaces the server's write timeout, which bounds a whole response and
 // would cut every long poll, by a bound on each chunk: a stream lives as long as it
 // moves, and a client that stops reading is still let go after writeIdle.
-func (c *Client) Stream(req *fasthttp.Request, ctx *fasthttp.RequestCtx, writeIdle time.Duration) error {
+func (c *Client) Stream(req *fasthttp.Request, ctx *fasthttp.RequestCtx, writeIdle time.Duration, budget Budget) error {
+	hc := c.requests
+	if budget == Streams {
+		hc = c.streams
+	}
 	resp := fasthttp.AcquireResponse()
 	resp.StreamBody = true
-	if err := c.stream.Do(req, resp); err != nil {
+	if err := hc.Do(req, resp); err != nil {
 		fasthttp.ReleaseResponse(resp)
 		return err
 	}
