@@ -69,6 +69,7 @@ import (
 
 	"github.com/harvest-hub/edge/proxy/apierror"
 	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/proxy/upstream"
 	"github.com/harvest-hub/edge/proxy/webchannel"
 )
 
@@ -620,7 +621,7 @@ func (p *Proxy) streamChannel(ctx *fasthttp.RequestCtx, req *classify.Request, s
 	var scratch fasthttp.RequestCtx
 	scratch.Init(&ctx.Request, ctx.RemoteAddr(), nil)
 	start := time.Now()
-	if err := p.up.Stream(out, &scratch, 0); err != nil {
+	if err := p.up.Stream(out, &scratch, 0, upstream.Streams); err != nil {
 		p.m.requestOp(req.Op, resultError)
 		if opening {
 			applyAll(s.endAll())
