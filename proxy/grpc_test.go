@@ -9,13 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -106,22 +109,26 @@ func (h *harness) grpcReadsOf(f string) []grpcRead {
 			Where: onStatus,
 		}
 	}
-	unary := func(m proto.Message, md metadata.MD, err error) (string, string, error) {
+	unary := func(m proto.Message, md, tr metadata.MD, err error) (string, string, error) {
+		xc := first(append(md.Get("x-cache"), tr.Get("x-cache")...))
+		if status.Code(err) == codes.NotFound { // an answer like any other (and cacheable)
+			return "NOT_FOUND " + status.Convert(err).Message(), xc, nil
+		}
 		if err != nil {
 			return "", "", err
 		}
-		return text(m), first(md.Get("x-cache")), nil
+		return text(m), xc, nil
 	}
 	return []grpcRead{
 		{"GetDocument", func(ctx context.Context, c firestorepb.FirestoreClient) (string, string, error) {
-			var md metadata.MD
-			d, err := c.GetDocument(ctx, &firestorepb.GetDocumentRequest{Name: parent + "/products/a"}, grpc.Header(&md))
-			return unary(d, md, err)
+			var md, tr metadata.MD
+			d, err := c.GetDocument(ctx, &firestorepb.GetDocumentRequest{Name: parent + "/products/a"}, grpc.Header(&md), grpc.Trailer(&tr))
+			return unary(d, md, tr, err)
 		}},
 		{"ListDocuments", func(ctx context.Context, c firestorepb.FirestoreClient) (string, string, error) {
 			var md metadata.MD
 			r, err := c.ListDocuments(ctx, &firestorepb.ListDocumentsRequest{Parent: parent, CollectionId: "products"}, grpc.Header(&md))
-			return unary(r, md, err)
+			return unary(r, md, nil, err)
 		}},
 		{"RunQuery", func(ctx context.Context, c firestorepb.FirestoreClient) (string, string, error) {
 			s, err := c.RunQuery(ctx, &firestorepb.RunQueryRequest{Parent: parent,
@@ -165,7 +172,7 @@ func (h *harness) grpcReadsOf(f string) []grpcRead {
 		{"ListCollectionIds", func(ctx context.Context, c firestorepb.FirestoreClient) (string, string, error) {
 			var md metadata.MD
 			r, err := c.ListCollectionIds(ctx, &firestorepb.ListCollectionIdsRequest{Parent: parent}, grpc.Header(&md))
-			return unary(r, md, err)
+			return unary(r, md, nil, err)
 		}},
 	}
 }
@@ -205,5 +212,228 @@ func TestGRPCRepeatedReadsMoveMeterByNothing(t *testing.T) {
 		if after, billedAfter := h.counts(); after != before || billedAfter != billed {
 			t.Errorf("%s: repeated reads moved the meter: requests %d→%d, billed %d→%d", r.name, before, after, billed, billedAfter)
 		}
+	}
+}
+
+// grpcWriteKind is one gRPC way to write farmers/<f>/products, the twin of writeKind.
+type grpcWriteKind struct {
+	name      string
+	seed      map[string]string
+	do        func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error
+	unchanged []string // read kinds (REST names) it cannot change
+}
+
+func onFields() map[string]*firestorepb.Value {
+	return map[string]*firestorepb.Value{"status": {ValueType: &firestorepb.Value_StringValue{StringValue: "on"}}}
+}
+
+// threeProtoWrites creates a and b (status on) and deletes c, which never existed.
+func threeProtoWrites(h *harness, f string) []*firestorepb.Write {
+	up := func(id string) *firestorepb.Write {
+		return &firestorepb.Write{Operation: &firestorepb.Write_Update{Update: &firestorepb.Document{
+			Name: h.name("farmers/" + f + "/products/" + id), Fields: onFields()}}}
+	}
+	return []*firestorepb.Write{up("a"), up("b"),
+		{Operation: &firestorepb.Write_Delete{Delete: h.name("farmers/" + f + "/products/c")}}}
+}
+
+func (h *harness) database() string { return "projects/" + h.project + "/databases/(default)" }
+
+// writeStream writes over the bidirectional Write stream as the full Firebase SDK does:
+// a handshake naming the database, then one request of writes with the stream token.
+func writeStream(ctx context.Context, c firestorepb.FirestoreClient, database string, writes []*firestorepb.Write) (*firestorepb.WriteResponse, error) {
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "google-cloud-resource-prefix", database))
+	defer cancel()
+	s, err := c.Write(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Send(&firestorepb.WriteRequest{Database: database}); err != nil {
+		return nil, err
+	}
+	hs, err := s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Send(&firestorepb.WriteRequest{Writes: writes, StreamToken: hs.GetStreamToken()}); err != nil {
+		return nil, err
+	}
+	resp, err := s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return resp, s.CloseSend()
+}
+
+var grpcWriteKinds = []grpcWriteKind{
+	{
+		name: "UpdateDocument set",
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := c.UpdateDocument(ctx, &firestorepb.UpdateDocumentRequest{Document: &firestorepb.Document{
+				Name: h.name("farmers/" + f + "/products/a"), Fields: onFields()}})
+			return err
+		},
+	},
+	{
+		name: "UpdateDocument mask", seed: map[string]string{"products/a": off},
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := c.UpdateDocument(ctx, &firestorepb.UpdateDocumentRequest{
+				Document:        &firestorepb.Document{Name: h.name("farmers/" + f + "/products/a"), Fields: onFields()},
+				UpdateMask:      &firestorepb.DocumentMask{FieldPaths: []string{"status"}},
+				CurrentDocument: &firestorepb.Precondition{ConditionType: &firestorepb.Precondition_Exists{Exists: true}},
+			})
+			return err
+		},
+		unchanged: []string{"collectionIds", "ListCollectionIds"},
+	},
+	{
+		name: "CreateDocument with id",
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := c.CreateDocument(ctx, &firestorepb.CreateDocumentRequest{Parent: h.name("farmers/" + f),
+				CollectionId: "products", DocumentId: "a", Document: &firestorepb.Document{Fields: onFields()}})
+			return err
+		},
+	},
+	{
+		name: "CreateDocument with server id",
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := c.CreateDocument(ctx, &firestorepb.CreateDocumentRequest{Parent: h.name("farmers/" + f),
+				CollectionId: "products", Document: &firestorepb.Document{Fields: onFields()}})
+			return err
+		},
+		unchanged: []string{"get", "batchGet", "GetDocument", "BatchGetDocuments"},
+	},
+	{
+		name: "DeleteDocument", seed: map[string]string{"products/a": on},
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := c.DeleteDocument(ctx, &firestorepb.DeleteDocumentRequest{Name: h.name("farmers/" + f + "/products/a")})
+			return err
+		},
+	},
+	{
+		name: "Commit",
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := c.Commit(ctx, &firestorepb.CommitRequest{Database: h.database(), Writes: threeProtoWrites(h, f)})
+			return err
+		},
+	},
+	{
+		name: "BatchWrite",
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := c.BatchWrite(ctx, &firestorepb.BatchWriteRequest{Database: h.database(), Writes: threeProtoWrites(h, f)})
+			return err
+		},
+	},
+	{
+		name: "Write stream",
+		do: func(ctx context.Context, h *harness, c firestorepb.FirestoreClient, f string) error {
+			_, err := writeStream(ctx, c, h.database(), threeProtoWrites(h, f))
+			return err
+		},
+	},
+}
+
+// anyWrite is a write of either front, for the cross-protocol invalidation test.
+type anyWrite struct {
+	name      string
+	seed      map[string]string
+	do        func(h *harness, f string) error
+	unchanged []string
+}
+
+// Read-your-writes across fronts and replicas: every gRPC write kind, and every REST
+// write kind, invalidates every dependent REST and gRPC read kind on the replica it went
+// through and on another one sharing Redis.
+func TestEveryWriteOfEitherFrontInvalidatesEveryReadOfBoth(t *testing.T) {
+	h := newHarness(t, setup{replicas: 2, redis: redisAddr})
+	direct := h.grpcClient(h.emu.Addr)
+	clients := []firestorepb.FirestoreClient{h.grpcVia(0), h.grpcVia(1)}
+	var writes []anyWrite
+	for _, w := range grpcWriteKinds {
+		writes = append(writes, anyWrite{name: "gRPC " + w.name, seed: w.seed, unchanged: w.unchanged,
+			do: func(h *harness, f string) error { return w.do(ownerCtx(), h, clients[0], f) }})
+	}
+	grpcTwin := map[string]string{"get": "GetDocument", "batchGet": "BatchGetDocuments", "collectionIds": "ListCollectionIds"}
+	for _, w := range writeKinds {
+		unchanged := slices.Clone(w.unchanged)
+		for _, n := range w.unchanged {
+			unchanged = append(unchanged, grpcTwin[n])
+		}
+		writes = append(writes, anyWrite{name: "REST " + w.name, seed: w.seed, unchanged: unchanged,
+			do: func(h *harness, f string) error {
+				if a := h.via(0, w.method, w.path(h, f), w.body(h, f)); a.status != 200 {
+					return fmt.Errorf("%v", a)
+				}
+				return nil
+			}})
+	}
+	for i, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			f := fmt.Sprintf("x%d", i)
+			h.put("farmers/"+f, `{"name":{"stringValue":"farmer"}}`)
+			for doc, fields := range w.seed {
+				h.put("farmers/"+f+"/"+doc, fields)
+			}
+			rest, grpcReads := h.readsOf(f), h.grpcReadsOf(f)
+			before := map[string]string{}
+			for _, r := range rest {
+				before[r.name] = normalized(t, h.direct(r.method, r.path, r.body).body)
+				for rep := range h.replicas {
+					h.via(rep, r.method, r.path, r.body)
+					if a := h.via(rep, r.method, r.path, r.body); !isHit(a.cache()) {
+						t.Fatalf("replica %d, %s: not cached before the write: %v", rep, r.name, a)
+					}
+				}
+			}
+			for _, r := range grpcReads {
+				truth, _, err := r.do(ownerCtx(), direct)
+				if err != nil {
+					t.Fatalf("%s directly: %v", r.name, err)
+				}
+				before[r.name] = truth
+				for rep, c := range clients {
+					r.do(ownerCtx(), c)
+					if _, xc, err := r.do(ownerCtx(), c); err != nil || !isHit(xc) {
+						t.Fatalf("replica %d, %s: not cached before the write: %s %v", rep, r.name, xc, err)
+					}
+				}
+			}
+
+			if err := w.do(h, f); err != nil {
+				t.Fatalf("write through replica 0: %v", err)
+			}
+
+			mayStay := func(name string) bool {
+				n, _, _ := strings.Cut(name, "(")
+				return strings.Contains(","+strings.Join(w.unchanged, ",")+",", ","+n+",")
+			}
+			for _, r := range rest {
+				truth := normalized(t, h.direct(r.method, r.path, r.body).body)
+				if truth == before[r.name] && !mayStay(r.name) {
+					t.Fatalf("%s: the write did not change the emulator's answer; the test proves nothing", r.name)
+				}
+				for rep, who := range []string{"the writing replica", "the other replica"} {
+					got := h.via(rep, r.method, r.path, r.body)
+					if g := normalized(t, got.body); g != truth {
+						t.Errorf("REST %s on %s: served %s\n got  %s\n want %s", r.name, who, got.cache(), g, truth)
+					}
+				}
+			}
+			for _, r := range grpcReads {
+				truth, _, err := r.do(ownerCtx(), direct)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if truth == before[r.name] && !mayStay(r.name) {
+					t.Fatalf("%s: the write did not change the emulator's answer; the test proves nothing", r.name)
+				}
+				for rep, who := range []string{"the writing replica", "the other replica"} {
+					got, xc, err := r.do(ownerCtx(), clients[rep])
+					if err != nil || got != truth {
+						t.Errorf("gRPC %s on %s: served %s (err %v), not the emulator's answer", r.name, who, xc, err)
+					}
+				}
+			}
+		})
 	}
 }
