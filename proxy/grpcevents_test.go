@@ -18,8 +18,12 @@ func TestEventsFromEveryGRPCWriteKind(t *testing.T) {
 	waitBroker(t, h.replicas[0])
 	c := h.grpcVia(0)
 	ctx := ownerCtx()
-	str := func(s string) *firestorepb.Value { return &firestorepb.Value{ValueType: &firestorepb.Value_StringValue{StringValue: s}} }
-	num := func(n int64) *firestorepb.Value { return &firestorepb.Value{ValueType: &firestorepb.Value_IntegerValue{IntegerValue: n}} }
+	str := func(s string) *firestorepb.Value {
+		return &firestorepb.Value{ValueType: &firestorepb.Value_StringValue{StringValue: s}}
+	}
+	num := func(n int64) *firestorepb.Value {
+		return &firestorepb.Value{ValueType: &firestorepb.Value_IntegerValue{IntegerValue: n}}
+	}
 	docOf := func(rel string, fields map[string]*firestorepb.Value) *firestorepb.Document {
 		return &firestorepb.Document{Name: h.name(rel), Fields: fields}
 	}

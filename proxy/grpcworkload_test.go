@@ -209,4 +209,3 @@ func TestRandomMixedWorkloadHasNoStaleReads(t *testing.T) {
 		t.Fatal("no read was a cache hit: the workload did not exercise the cache")
 	}
 }
-
