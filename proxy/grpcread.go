@@ -188,7 +188,8 @@ func (p *Proxy) grpcServeRead(ss grpc.ServerStream, method string, plan *readPla
 		return err
 	}
 	p.m.requestOp(op, resultMiss)
-	if err := ss.SendHeader(metadata.Join(res.header, xCacheMD[resultMiss])); err != nil {
+	// SetHeader, not SendHeader: the header goes out with the first message, one write.
+	if err := ss.SetHeader(metadata.Join(res.header, xCacheMD[resultMiss])); err != nil {
 		return err
 	}
 	for _, m := range res.msgs {

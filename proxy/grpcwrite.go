@@ -139,7 +139,7 @@ func (p *Proxy) grpcUnaryWrite(ss grpc.ServerStream, method string, op classify.
 	}
 	w.succeeded(writeAnswer(op, msgs[0], w.needsAnswer()))
 	p.m.requestOp(op, resultBypass)
-	if err := ss.SendHeader(metadata.Join(hdr, bypassHeader)); err != nil {
+	if err := ss.SetHeader(metadata.Join(hdr, bypassHeader)); err != nil {
 		return err
 	}
 	return ss.SendMsg(&grpcrelay.Frame{Bytes: msgs[0]})
