@@ -5,7 +5,11 @@ import (
 	"strings"
 	"testing"
 
+	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -109,4 +113,58 @@ func TestEventsFromEveryGRPCWriteKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.expect(q, want{typ: "written", doc: "products/marker", auth: owner})
+}
+
+// events.old_value over gRPC: the proxy reads the document (BatchGetDocuments upstream,
+// as the caller) before forwarding a unary write, a Write-stream write, and a commit
+// in a transaction (read inside it).
+func TestGRPCEventsOldValue(t *testing.T) {
+	q := newEventQueue(t)
+	h := newHarness(t, eventSetup(q, brokerURL, "old_value: true"))
+	waitBroker(t, h.replicas[0])
+	h.put("products/a", `{"n":{"integerValue":"1"}}`)
+	c := h.grpcVia(0)
+	num := func(n int64) map[string]*firestorepb.Value {
+		return map[string]*firestorepb.Value{"n": {ValueType: &firestorepb.Value_IntegerValue{IntegerValue: n}}}
+	}
+	wantOld := func(d delivery, n string) {
+		t.Helper()
+		if o := d.ce.Data.OldValue; o == nil || string(o.Fields["n"]) != `{"integerValue":"`+n+`"}` {
+			t.Errorf("%s: oldValue = %+v, want n=%s", d.ce.Subject, o, n)
+		}
+	}
+	if _, err := c.UpdateDocument(ownerCtx(), &firestorepb.UpdateDocumentRequest{Document: &firestorepb.Document{Name: h.name("products/a"), Fields: num(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	wantOld(h.expect(q, want{typ: "updated", doc: "products/a", auth: owner, fields: map[string]string{"n": `{"integerValue":"2"}`}}), "1")
+
+	if _, err := writeStream(ownerCtx(), c, h.database(), []*firestorepb.Write{
+		{Operation: &firestorepb.Write_Update{Update: &firestorepb.Document{Name: h.name("products/a"), Fields: num(3)}}},
+		{Operation: &firestorepb.Write_Update{Update: &firestorepb.Document{Name: h.name("products/new"), Fields: num(9)}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantOld(h.expect(q, want{typ: "updated", doc: "products/a", auth: owner, fields: map[string]string{"n": `{"integerValue":"3"}`}}), "2")
+	if d := h.expect(q, want{typ: "created", doc: "products/new", index: 1, auth: owner, fields: map[string]string{"n": ""}}); d.ce.Data.OldValue != nil {
+		t.Errorf("created event has an oldValue: %v", d)
+	}
+
+	// The Go client over gRPC: RunTransaction commits with its transaction.
+	gc, err := firestore.NewClient(context.Background(), h.project, option.WithEndpoint(strings.TrimPrefix(h.replicas[0].url, "http://")),
+		option.WithoutAuthentication(), option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	err = gc.RunTransaction(context.Background(), func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(gc.Doc("products/a"))
+		if err != nil {
+			return err
+		}
+		return tx.Set(gc.Doc("products/a"), map[string]any{"n": snap.Data()["n"].(int64) + 1})
+	})
+	if err != nil {
+		t.Fatalf("RunTransaction: %v", err)
+	}
+	wantOld(h.expect(q, want{typ: "updated", doc: "products/a", fields: map[string]string{"n": `{"integerValue":"4"}`}}), "3")
 }
