@@ -21,10 +21,13 @@ import (
 	"io"
 	"net/url"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/encoding/gzip" // a client may send gzip-compressed messages
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
@@ -105,14 +108,18 @@ func Dial(upstreamURL string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-// ServerOptions are what a grpc.Server needs to relay: the pass-through codec and the
-// message bounds. handler serves every method (grpc.UnknownServiceHandler).
+// ServerOptions are what a grpc.Server needs to relay: the pass-through codec, the
+// message bounds, and a keepalive policy as lenient as Google's front end (clients
+// such as the Node SDKs ping idle connections every 30 s or so; grpc-go's default
+// policy would answer that with GOAWAY "too_many_pings"). handler serves every method
+// (grpc.UnknownServiceHandler).
 func ServerOptions(handler grpc.StreamHandler) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodec(Codec{}),
 		grpc.UnknownServiceHandler(handler),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
 }
 
