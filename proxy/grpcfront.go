@@ -115,8 +115,7 @@ func (p *Proxy) countGRPC(op classify.Op, r result, err error) {
 // call with more than one value is refused: which one the upstream would use is not
 // the proxy's to guess, and the cache scope must be the credentials the upstream uses.
 func grpcAuthorization(ctx context.Context) (string, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	v := md.Get("authorization")
+	v := metadata.ValueFromIncomingContext(ctx, "authorization") // no copy of the whole metadata
 	switch len(v) {
 	case 0:
 		return "", nil
