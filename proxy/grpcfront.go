@@ -74,7 +74,7 @@ func (p *Proxy) serveGRPC(_ any, ss grpc.ServerStream) error {
 	defer p.m.inflightN.Add(-1)
 	method, _ := grpc.MethodFromServerStream(ss)
 	op := grpcOp(method)
-	auth, err := grpcAuthorization(ss.Context())
+	id, err := grpcIdentity(ss.Context())
 	if err != nil {
 		p.m.requestOp(op, resultError)
 		return err
@@ -82,12 +82,12 @@ func (p *Proxy) serveGRPC(_ any, ss grpc.ServerStream) error {
 	switch op {
 	case classify.GetDocument, classify.ListDocuments, classify.RunQuery,
 		classify.RunAggregationQuery, classify.BatchGetDocuments, classify.ListCollectionIds:
-		return p.grpcRead(ss, method, op, auth)
+		return p.grpcRead(ss, method, op, id)
 	case classify.CreateDocument, classify.PatchDocument, classify.DeleteDocument,
 		classify.Commit, classify.BatchWrite:
-		return p.grpcUnaryWrite(ss, method, op, auth)
+		return p.grpcUnaryWrite(ss, method, op, id)
 	case classify.WriteChannel:
-		return p.grpcWriteStream(ss, method, auth)
+		return p.grpcWriteStream(ss, method, id)
 	}
 	return p.grpcBypass(ss, method, op, nil)
 }
@@ -111,16 +111,22 @@ func (p *Proxy) countGRPC(op classify.Op, r result, err error) {
 	p.m.requestOp(op, r)
 }
 
-// grpcAuthorization is the caller's whole authorization metadata ("" when absent). A
-// call with more than one value is refused: which one the upstream would use is not
-// the proxy's to guess, and the cache scope must be the credentials the upstream uses.
-func grpcAuthorization(ctx context.Context) (string, error) {
-	v := metadata.ValueFromIncomingContext(ctx, "authorization") // no copy of the whole metadata
-	switch len(v) {
-	case 0:
-		return "", nil
-	case 1:
-		return v[0], nil
+// grpcIdentity is the caller's identity (identity.go): identityOf the credentials its
+// metadata carries (authorization, x-goog-api-key, x-firebase-appcheck, ...), the same
+// hash a REST request with the same headers gets. A call with ambiguous credentials
+// (a credential given twice, two authorization values) is refused with
+// INVALID_ARGUMENT: which one the upstream would use is not the proxy's to guess.
+func grpcIdentity(ctx context.Context) (string, error) {
+	var buf [8]credential
+	creds := buf[:0]
+	for _, name := range credentialHeaders {
+		for _, v := range metadata.ValueFromIncomingContext(ctx, name) { // no copy of the whole metadata
+			creds = append(creds, credential{name: name, value: []byte(v)})
+		}
 	}
-	return "", status.Error(codes.InvalidArgument, "the call carries more than one authorization value")
+	id, err := identityOf(creds)
+	if err != nil {
+		return "", status.Error(codes.InvalidArgument, err.Error())
+	}
+	return id, nil
 }

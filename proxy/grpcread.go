@@ -65,12 +65,12 @@ func newReadRequest(op classify.Op) proto.Message {
 }
 
 // grpcRead serves a read method's call: its one request message decides the plan.
-func (p *Proxy) grpcRead(ss grpc.ServerStream, method string, op classify.Op, auth string) error {
+func (p *Proxy) grpcRead(ss grpc.ServerStream, method string, op classify.Op, id string) error {
 	first := new(grpcrelay.Frame)
 	if err := ss.RecvMsg(first); err != nil {
 		return err
 	}
-	ak := p.grpcAlias(method, auth, first.Bytes)
+	ak := p.grpcAlias(method, id, first.Bytes)
 	if v, ok := p.plans.Load(ak); ok {
 		if plan := v.(*readPlan); plan.cfg == p.rules.Current() {
 			return p.grpcServeRead(ss, method, plan, first)
@@ -91,25 +91,26 @@ func (p *Proxy) grpcRead(ss grpc.ServerStream, method string, op classify.Op, au
 	}
 	tags := make([]string, 0, len(req.Tags)+1)
 	tags = append(append(tags, req.Tags...), cache.DatabaseTag(req.Database))
-	plan := &readPlan{cfg: cfg, rule: rule, key: grpcCacheKey(method, &req, rule.Scope, auth), tags: tags, op: op}
+	plan := &readPlan{cfg: cfg, rule: rule, key: grpcCacheKey(method, &req, rule.Scope, id), tags: tags, op: op}
 	p.remember(ak, plan)
 	return p.grpcServeRead(ss, method, plan, first)
 }
 
-// grpcAlias is aliasOf for a gRPC call: the full method name (which starts with "/",
-// so it never equals an HTTP method), the authorization metadata and the request
-// message's bytes, hashed as aliasOf hashes a REST request.
-func (p *Proxy) grpcAlias(method, auth string, body []byte) aliasKey {
+// grpcAlias is the plan index key of a gRPC call: the full method name (which starts
+// with "/", so it never equals an HTTP method), the caller's identity (a hash of every
+// credential it sent) and the request message's bytes, length-prefixed and hashed as
+// aliasOf hashes a REST request.
+func (p *Proxy) grpcAlias(method, id string, body []byte) aliasKey {
 	var stack [1024]byte
 	buf := stack[:0]
-	if n := 16 + len(method) + len(auth) + len(body); n > len(stack) {
+	if n := 16 + len(method) + len(id) + len(body); n > len(stack) {
 		buf = make([]byte, 0, n)
 	}
 	buf = binary.AppendUvarint(buf, uint64(len(method)))
 	buf = binary.AppendUvarint(buf, 0) // no URI
-	buf = binary.AppendUvarint(buf, uint64(len(auth)))
+	buf = binary.AppendUvarint(buf, uint64(len(id)))
 	buf = append(buf, method...)
-	buf = append(buf, auth...)
+	buf = append(buf, id...)
 	buf = append(buf, body...)
 	return aliasKey{maphash.Bytes(p.planSeeds[0], buf), maphash.Bytes(p.planSeeds[1], buf)}
 }
@@ -117,8 +118,9 @@ func (p *Proxy) grpcAlias(method, auth string, body []byte) aliasKey {
 // grpcCacheKey is cacheKey for a gRPC read: the method's full gRPC name in the place
 // of the HTTP method (so no gRPC entry is ever a REST one), the resource name, no query
 // parameters, the canonical request (classify.FromProtoRead's CacheBody) and the scope
-// identity: for scope user, identityHash of the whole authorization metadata.
-func grpcCacheKey(method string, req *classify.Request, scope rules.Scope, auth string) cache.Key {
+// identity: for scope user, grpcIdentity (a hash of exactly the credentials the
+// upstream uses, the whole authorization metadata among them).
+func grpcCacheKey(method string, req *classify.Request, scope rules.Scope, id string) cache.Key {
 	var stack [512]byte
 	buf := append(stack[:0], keyVersion)
 	buf = appendField(buf, []byte(method))
@@ -129,7 +131,7 @@ func grpcCacheKey(method string, req *classify.Request, scope rules.Scope, auth 
 		buf = append(buf, 's')
 	} else {
 		buf = append(buf, 'u')
-		buf = appendField(buf, []byte(identityHash([]byte(auth))))
+		buf = appendField(buf, []byte(id))
 	}
 	sum := sha256.Sum256(buf)
 	var k cache.Key

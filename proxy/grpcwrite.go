@@ -107,7 +107,7 @@ func writeOutcomeUnknown(err error) bool {
 
 // grpcUnaryWrite serves Commit, BatchWrite, CreateDocument, UpdateDocument and
 // DeleteDocument.
-func (p *Proxy) grpcUnaryWrite(ss grpc.ServerStream, method string, op classify.Op, auth string) error {
+func (p *Proxy) grpcUnaryWrite(ss grpc.ServerStream, method string, op classify.Op, id string) error {
 	first := new(grpcrelay.Frame)
 	if err := ss.RecvMsg(first); err != nil {
 		return err
@@ -118,7 +118,7 @@ func (p *Proxy) grpcUnaryWrite(ss grpc.ServerStream, method string, op classify.
 		return err
 	}
 	ctx := grpcrelay.OutgoingContext(ss.Context())
-	w, refusal := p.beginWrite(ctx, &req, Caller{Identity: identityHash([]byte(auth)), Transaction: tx}, p.grpcOldReader(ctx))
+	w, refusal := p.beginWrite(ctx, &req, Caller{Identity: id, Transaction: tx}, p.grpcOldReader(ctx))
 	if refusal != nil {
 		p.m.requestOp(op, resultError)
 		return refusalStatus(refusal)
@@ -277,7 +277,7 @@ func (q *writeQueue) settleAll(err error) {
 // database (its answer carries the stream token); each later request's writes are
 // classified as a Commit's, admitted by beginWrite before they are forwarded, and
 // settled when their WriteResponse arrives, before that response is passed on.
-func (p *Proxy) grpcWriteStream(ss grpc.ServerStream, method, auth string) error {
+func (p *Proxy) grpcWriteStream(ss grpc.ServerStream, method, id string) error {
 	ctx, cancel := context.WithCancel(grpcrelay.OutgoingContext(ss.Context()))
 	defer cancel()
 	cs, err := p.grpcUp.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
@@ -285,7 +285,7 @@ func (p *Proxy) grpcWriteStream(ss grpc.ServerStream, method, auth string) error
 		p.countGRPC(classify.WriteChannel, resultError, err)
 		return err
 	}
-	caller := Caller{Identity: identityHash([]byte(auth))}
+	caller := Caller{Identity: id}
 	var q writeQueue
 	var refused error // set by the sending goroutine before it half-closes; read after RecvMsg ends
 	var refusedMu sync.Mutex

@@ -111,6 +111,7 @@ func FromProtoRead(m proto.Message) Request {
 		cp := proto.Clone(r).(*firestorepb.ListCollectionIdsRequest)
 		cp.Parent = ""
 		return c.protoRead(ListCollectionIds, cp, r.GetConsistencySelector() != nil, func() (Request, error) {
+			c.req.Privileged = true // answered to IAM principals only: per caller, whatever the rule
 			c.req.Targets = []Target{{Kind: TargetDocument, Path: c.path.Relative()}}
 			c.req.Tags = []string{collsTag(c.path.Name())}
 			return c.read(ListCollectionIds, false)

@@ -77,7 +77,8 @@ func TestFromProtoReadMatchesREST(t *testing.T) {
 		}
 		if got.Kind != want.Kind || got.Op != want.Op || got.Database != want.Database ||
 			!reflect.DeepEqual(got.Targets, want.Targets) || !reflect.DeepEqual(got.Tags, want.Tags) ||
-			got.Transactional != want.Transactional || got.Transactional != c.wantTransactions {
+			got.Transactional != want.Transactional || got.Transactional != c.wantTransactions ||
+			got.Privileged != want.Privileged {
 			t.Errorf("%s:\n proto %+v\n REST  %+v", c.name, got, want)
 		}
 	}
