@@ -184,3 +184,50 @@ func indexByte(s string, c byte) int {
 	}
 	return -1
 }
+
+// FromProtoRead never panics on any request bytes a client can send, and a Read it
+// returns always has tags and targets (a read the proxy cannot invalidate is never
+// cached).
+func FuzzFromProtoRead(f *testing.F) {
+	root := protoDB + "/documents"
+	for _, m := range []proto.Message{
+		&firestorepb.GetDocumentRequest{Name: root + "/a/1"},
+		&firestorepb.ListDocumentsRequest{Parent: root, CollectionId: "a"},
+		&firestorepb.RunQueryRequest{Parent: root, QueryType: &firestorepb.RunQueryRequest_StructuredQuery{StructuredQuery: &firestorepb.StructuredQuery{
+			From: []*firestorepb.StructuredQuery_CollectionSelector{{CollectionId: "a", AllDescendants: true}}}}},
+		&firestorepb.BatchGetDocumentsRequest{Database: protoDB, Documents: []string{root + "/a/1"}},
+		&firestorepb.ListCollectionIdsRequest{Parent: root + "/a/1"},
+	} {
+		b, _ := proto.Marshal(m)
+		for op := range uint8(6) {
+			f.Add(op, b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, op uint8, b []byte) {
+		var m proto.Message
+		switch op % 6 {
+		case 0:
+			m = &firestorepb.GetDocumentRequest{}
+		case 1:
+			m = &firestorepb.ListDocumentsRequest{}
+		case 2:
+			m = &firestorepb.RunQueryRequest{}
+		case 3:
+			m = &firestorepb.RunAggregationQueryRequest{}
+		case 4:
+			m = &firestorepb.BatchGetDocumentsRequest{}
+		default:
+			m = &firestorepb.ListCollectionIdsRequest{}
+		}
+		if proto.Unmarshal(b, m) != nil {
+			return
+		}
+		req := FromProtoRead(m)
+		if req.Kind == Read && (len(req.Tags) == 0 || len(req.Targets) == 0 || req.Database == "") {
+			t.Fatalf("a read without tags or targets: %+v", req)
+		}
+		if req.Kind == Write {
+			t.Fatalf("a read classified as a write: %+v", req)
+		}
+	})
+}
