@@ -261,6 +261,8 @@ say "Go micro-benchmarks and the emitter ratio"
 	micro "proxy/cache" ./proxy/cache/ 'BenchmarkL1Get|BenchmarkValid|BenchmarkLookupL1'
 	micro "proxy hit path (Handle, in process; L2 with 64 callers, L1 off)" ./proxy/ 'BenchmarkHitL1|BenchmarkHitL2'
 	micro "proxy/cache L2 (real Redis)" ./proxy/cache/ 'BenchmarkL2Get'
+	micro "gRPC GetDocument, 64 callers on loopback: a bare grpc-go server from a map vs an L1 hit through the proxy" ./proxy/ 'BenchmarkGRPCGetDocument' 3s
+	HARVEST_TEST_EMULATOR=$EMU micro "gRPC GetDocument miss: median added over calling the emulator directly (paired)" ./proxy/ 'BenchmarkGRPCMissAddedLatency' 300x
 	micro "emitter (256 in flight, same broker)" ./emitter/ 'BenchmarkEmitConfirms|BenchmarkBareAmqpConfirms' 3s
 	micro "write latency the emitter adds (two proxies written to alternately, same emulator)" ./proxy/ 'BenchmarkWriteEventsAddedLatency' 300x
 } >"$WORK/micro.txt"

@@ -31,7 +31,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc"
 
+	"github.com/harvest-hub/edge/internal/connsplit"
 	"github.com/harvest-hub/edge/proxy/apierror"
 	"github.com/harvest-hub/edge/proxy/cache"
 	"github.com/harvest-hub/edge/proxy/classify"
@@ -66,6 +68,11 @@ type Proxy struct {
 	draining  atomic.Bool
 
 	own ownCredentials // events.go: the proxy's own reads, resolving open write intents
+
+	// grpcServer serves the gRPC front (grpcfront.go) on the same listener as server;
+	// grpcUp is its upstream connection.
+	grpcServer *grpc.Server
+	grpcUp     *grpc.ClientConn
 }
 
 // New builds a Proxy from resolved options. It dials nothing yet but Redis (whose
@@ -122,6 +129,10 @@ func New(o Options) (*Proxy, error) {
 		ReduceMemoryUsage:             false,
 		StreamRequestBody:             false,
 	}
+	if err := p.newGRPC(); err != nil {
+		tiers.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -136,18 +147,31 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return p.Serve(ctx, ln)
 }
 
-// Serve is Run on a listener the caller opened (tests use port 0).
+// Serve is Run on a listener the caller opened (tests use port 0). Its connections
+// carry HTTP/1.1 (REST, WebChannel: fasthttp) or HTTP/2 with prior knowledge (gRPC),
+// told apart by the connection preface.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	// Write intents a crash left open are resolved before serving (events.go).
 	rctx, stopResolving := context.WithCancel(ctx)
 	resolving := p.resolveIntents(rctx)
 	defer func() { stopResolving(); <-resolving }()
-	errc := make(chan error, 2)
-	go func() { errc <- p.server.Serve(ln) }()
+	cfg := p.rules.Current()
+	// The preface must arrive within the read timeout (at most 10 s): a connection that
+	// sends nothing holds no more than a goroutine, and not for long.
+	split := connsplit.New(ln, min(cfg.Server.ReadTimeout, 10*time.Second), nil)
+	defer split.Close()
+	errc := make(chan error, 3)
+	go func() { errc <- p.server.Serve(split.HTTP1()) }()
+	go func() {
+		if err := p.grpcServer.Serve(split.HTTP2()); err != nil {
+			errc <- fmt.Errorf("proxy: gRPC: %w", err)
+		}
+	}()
 	if p.opts.AdminListen != "" {
 		aln, err := net.Listen("tcp", p.opts.AdminListen)
 		if err != nil {
-			ln.Close()
+			split.Close()
+			p.grpcServer.Stop()
 			return fmt.Errorf("proxy: admin listen %s: %w", p.opts.AdminListen, err)
 		}
 		p.adminAddr.Store(aln.Addr().String())
@@ -168,9 +192,20 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	grace := p.rules.Current().Server.ShutdownGrace
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	grpcDone := make(chan struct{})
+	go func() { p.grpcServer.GracefulStop(); close(grpcDone) }()
 	if err := p.server.ShutdownWithContext(sctx); err != nil {
 		p.log.Warn("shutdown did not drain every request in time", "grace", grace, "err", err)
 	}
+	select {
+	case <-grpcDone:
+	case <-sctx.Done(): // streams still open (Listen never ends by itself): cut them
+		p.log.Warn("shutdown did not drain every gRPC call in time", "grace", grace)
+		p.grpcServer.Stop()
+		<-grpcDone
+	}
+	split.Close()
+	p.grpcUp.Close()
 	if p.admin != nil {
 		p.admin.Shutdown(sctx)
 	}

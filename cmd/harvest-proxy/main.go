@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("harvest-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "rules.yaml", "rules file `path` [HARVEST_CONFIG]")
-	listen := fs.String("listen", "127.0.0.1:8080", "client-facing `address` [HARVEST_LISTEN]")
+	listen := fs.String("listen", "127.0.0.1:8080", "client-facing `address`: REST and WebChannel (HTTP/1.1) and gRPC (HTTP/2 cleartext) on one port [HARVEST_LISTEN]")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9090", "admin `address`: /metrics, /healthz, /readyz, /_proxy/... [HARVEST_ADMIN_LISTEN]")
 	upstreamURL := fs.String("upstream", "", "Firestore REST base `URL` [FIRESTORE_UPSTREAM] (default http://$FIRESTORE_EMULATOR_HOST when set, else https://firestore.googleapis.com)")
 	redisURL := fs.String("redis", "", "Redis `URL` for the shared tier and cross-replica invalidation [REDIS_URL] (default: none, L1 only)")

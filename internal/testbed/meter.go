@@ -16,6 +16,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/harvest-hub/edge/internal/connsplit"
 )
 
 // Meter is a reverse proxy between the code under test and the upstream (the emulator)
@@ -28,10 +32,17 @@ import (
 // runQuery, batchGet, runAggregationQuery, listCollectionIds) are read whole to count
 // them, then passed on; every other answer (Listen, Write, long polls) streams through
 // unbuffered. The meter touches no header but Host.
+//
+// The same port carries gRPC (HTTP/2 cleartext, as the emulator serves it), told apart
+// by the connection preface: calls are relayed to the upstream's gRPC side and counted
+// under the gRPC method's name ("GetDocument", "RunQuery", "Commit", ...), response
+// messages counted into billed reads as their REST twins' are (grpcmeter.go).
 type Meter struct {
 	upstream *url.URL
 	ln       *meterListener
 	srv      *http.Server
+	grpcSrv  *grpc.Server
+	grpcUp   *grpc.ClientConn
 	proxy    *httputil.ReverseProxy
 	log      *slog.Logger
 
@@ -89,10 +100,15 @@ func NewMeter(t testing.TB, upstreamURL string) *Meter {
 	}
 	m.srv = &http.Server{
 		Handler:     http.HandlerFunc(m.serveHTTP),
-		ConnState:   m.ln.track,
 		ReadTimeout: 0, // Listen long polls are long
 	}
-	go func() { _ = m.srv.Serve(m.ln) }()
+	if err := m.startGRPC(); err != nil {
+		inner.Close()
+		t.Fatalf("testbed: meter: %v", err)
+	}
+	split := connsplit.New(m.ln, 10*time.Second, nil)
+	go func() { _ = m.srv.Serve(split.HTTP1()) }()
+	go func() { _ = m.grpcSrv.Serve(split.HTTP2()) }()
 	t.Cleanup(m.close)
 	return m
 }
@@ -157,6 +173,9 @@ func (m *Meter) close() {
 	if err := m.srv.Shutdown(ctx); err != nil {
 		_ = m.srv.Close() // long polls still open: cut them
 	}
+	m.grpcSrv.Stop()
+	m.grpcUp.Close()
+	m.ln.Close()
 }
 
 // exchangeKey carries what the request half learned to the response half.
@@ -279,9 +298,12 @@ func (l *meterListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Lock()
 		refusing := l.refusing
+		if !refusing {
+			l.conns[c] = struct{}{}
+		}
 		l.mu.Unlock()
 		if !refusing {
-			return c, nil
+			return &trackedConn{Conn: c, l: l}, nil
 		}
 		reset(c)
 	}
@@ -298,20 +320,17 @@ func (l *meterListener) setRefusing(on bool) {
 	}
 }
 
-// track is the server's ConnState hook.
-func (l *meterListener) track(c net.Conn, state http.ConnState) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch state {
-	case http.StateNew:
-		if l.refusing {
-			reset(c)
-			return
-		}
-		l.conns[c] = struct{}{}
-	case http.StateClosed, http.StateHijacked:
-		delete(l.conns, c)
-	}
+// trackedConn leaves the listener's set when closed (HTTP/1 and gRPC connections alike).
+type trackedConn struct {
+	net.Conn
+	l *meterListener
+}
+
+func (c *trackedConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c.Conn)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // reset closes c with SO_LINGER 0, so the peer sees a reset rather than a clean close.

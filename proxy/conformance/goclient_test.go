@@ -19,7 +19,10 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 	"google.golang.org/genproto/googleapis/type/latlng"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -55,6 +58,116 @@ func newGoRun(t *testing.T, addr, project string) *goRun {
 	}
 	t.Cleanup(func() { client.Close(); admin.Close() })
 	return &goRun{project: project, client: client, admin: admin, log: obs}
+}
+
+// newGoRunGRPC is newGoRun with the client's default transport, gRPC (HTTP/2 cleartext
+// to an emulator host, as firestore.NewClient does under FIRESTORE_EMULATOR_HOST),
+// straight to addr. The observer records each call's x-cache header metadata.
+func newGoRunGRPC(t *testing.T, addr, project string) *goRun {
+	t.Helper()
+	ctx := context.Background()
+	obs := &observer{addr: addr, seen: make(chan string, 1<<16)}
+	record := func(md metadata.MD) {
+		if v := md.Get("x-cache"); len(v) > 0 {
+			select {
+			case obs.seen <- v[0]:
+			default:
+			}
+		}
+	}
+	opts := func(auth string) []option.ClientOption {
+		o := []option.ClientOption{
+			option.WithEndpoint(addr), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+			option.WithGRPCDialOption(grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any,
+				cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				var md metadata.MD
+				err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md))...)
+				record(md)
+				return err
+			})),
+			option.WithGRPCDialOption(grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc,
+				cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				cs, err := streamer(ctx, desc, cc, method, opts...)
+				if err != nil {
+					return nil, err
+				}
+				return &headerRecorder{ClientStream: cs, record: record}, nil
+			})),
+		}
+		if auth != "" {
+			o = append(o, option.WithGRPCDialOption(grpc.WithPerRPCCredentials(staticAuth(auth))))
+		}
+		return o
+	}
+	client, err := firestore.NewClient(ctx, project, opts("")...)
+	if err != nil {
+		t.Fatalf("firestore.NewClient(%s): %v", addr, err)
+	}
+	admin, err := firestore.NewClient(ctx, project, opts("Bearer owner")...)
+	if err != nil {
+		t.Fatalf("firestore.NewClient(%s): %v", addr, err)
+	}
+	t.Cleanup(func() { client.Close(); admin.Close() })
+	return &goRun{project: project, client: client, admin: admin, log: obs}
+}
+
+// headerRecorder records a stream's header metadata once it has arrived.
+type headerRecorder struct {
+	grpc.ClientStream
+	record func(metadata.MD)
+	once   sync.Once
+}
+
+func (h *headerRecorder) RecvMsg(m any) error {
+	err := h.ClientStream.RecvMsg(m)
+	h.once.Do(func() {
+		if md, herr := h.ClientStream.Header(); herr == nil {
+			h.record(md)
+		}
+	})
+	return err
+}
+
+// staticAuth sends one authorization value on every call, over cleartext (the
+// emulator's "Bearer owner", as the Go client sends it to an emulator host).
+type staticAuth string
+
+func (a staticAuth) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": string(a)}, nil
+}
+
+func (staticAuth) RequireTransportSecurity() bool { return false }
+
+// TestGoClientTransparentGRPC is TestGoClientTransparent with the Go client's default
+// transport, gRPC: every scenario against the emulator directly and through the proxy's
+// gRPC front, identical outcomes, and the proxied run both fills and hits the cache.
+func TestGoClientTransparentGRPC(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	var direct, proxied map[string]outcome
+	var wg sync.WaitGroup
+	for _, side := range []struct {
+		addr string
+		out  *map[string]outcome
+	}{{st.emu.Addr, &direct}, {st.addr, &proxied}} {
+		project := st.emu.NewProject(t)
+		r := newGoRunGRPC(t, side.addr, project)
+		seedDirect(t, st.emu, project)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			*side.out = runGoScenarios(r)
+		}()
+	}
+	wg.Wait()
+	compareRuns(t, goScenarioNames(), direct, proxied)
+	if stats := st.proxy.Stats(); stats.Requests["HIT-L1"]+stats.Requests["HIT-L2"] == 0 || stats.Requests["MISS"] == 0 {
+		t.Errorf("the proxied gRPC run should both fill and hit the cache; proxy results: %v", stats.Requests)
+	}
+	if c := st.meter.Snapshot(); c.Requests["BatchGetDocuments"] == 0 || c.Requests["Commit"] == 0 {
+		t.Errorf("the proxied run did not reach the upstream over gRPC: %v", c.Requests)
+	}
 }
 
 // outcome is what one scenario observed: a normalised JSON value, or why the scenario
