@@ -4,9 +4,12 @@
 // requires the second run to answer the same without reaching the upstream.
 //
 // Usage: node reads.mjs admin|fullsdk HOST:PORT PROJECT_ID
-//   admin:   firebase-admin with its defaults and FIRESTORE_EMULATOR_HOST: GetDocument
-//            is not used by it; BatchGetDocuments, RunQuery, RunAggregationQuery,
-//            ListCollectionIds and ListDocuments are.
+//   admin:   firebase-admin with its defaults and FIRESTORE_EMULATOR_HOST:
+//            BatchGetDocuments (its get and getAll), RunQuery, RunAggregationQuery and
+//            ListCollectionIds below a document the sample rules cache. Not here: its
+//            listDocuments (ListDocuments with show_missing, which no rule can cache:
+//            missing documents appear when anything is written below them) and
+//            listCollections at the root (the sample's catch-all rule has ttl 0).
 //   fullsdk: `firebase/firestore` under Node: its plain reads ride the Listen stream
 //            (not a cacheable read), so only what it sends as unary reads:
 //            RunAggregationQuery (getCountFromServer, getAggregateFromServer).
@@ -32,8 +35,7 @@ if (which === "admin") {
   out.group = (await db.collectionGroup("products").where("farmerId", "==", "farmer-03").limit(5).get()).docs.map(snap);
   out.count = (await q.count().get()).data();
   out.aggregate = (await q.aggregate({ s: AggregateField.sum("price"), a: AggregateField.average("price") }).get()).data();
-  out.collections = (await db.listCollections()).map((c) => c.id).sort();
-  out.documents = (await db.collection("users/user-01/orders").listDocuments()).map((r) => r.path).sort();
+  out.collections = (await db.doc("farmers/farmer-01").listCollections()).map((c) => c.id).sort();
 } else if (which === "fullsdk") {
   const { initializeApp } = await import("firebase/app");
   const { getFirestore, connectFirestoreEmulator, collection, query, where, getCountFromServer, getAggregateFromServer, sum, average } =
