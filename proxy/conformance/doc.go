@@ -20,6 +20,7 @@
 //     Firebase SDK's Node build (`firebase/firestore`, connectFirestoreEmulator): get,
 //     query, add, set, update, delete, batch, transaction, count and onSnapshot, and
 //     repeated reads that must not reach the upstream meter.
+//   - writestream_bench_test.go: `make bench`'s events per second from the Write stream.
 //   - verify_test.go: the JS SDK's transaction commit with a "verify" write, as raw HTTP.
 //
 // Any difference between the direct and the proxied run is a proxy bug.
