@@ -118,7 +118,7 @@ export function until(subscribe, want, what) {
 // proxy that does not speak its protocol) is reported as that scenario's failure while
 // the others still run; after MAX_TIMEOUTS hung scenarios the rest are reported as not
 // run rather than waited for.
-const SCENARIO_TIMEOUT_MS = Number(process.env.SCENARIO_TIMEOUT_MS || 30000);
+const SCENARIO_TIMEOUT_MS = Number(process.env.SCENARIO_TIMEOUT_MS || 60000);
 const MAX_TIMEOUTS = 3;
 
 export async function runAll(scenarios) {
