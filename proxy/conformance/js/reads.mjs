@@ -9,7 +9,9 @@
 //            ListCollectionIds below a document the sample rules cache. Not here: its
 //            listDocuments (ListDocuments with show_missing, which no rule can cache:
 //            missing documents appear when anything is written below them) and
-//            listCollections at the root (the sample's catch-all rule has ttl 0).
+//            listCollections at the root (the sample's catch-all rule has ttl 0), and
+//            collection-group queries (cached only as strictly as every rule that could
+//            match one of their documents, and the catch-all's ttl 0 is among them).
 //   fullsdk: `firebase/firestore` under Node: its plain reads ride the Listen stream
 //            (not a cacheable read), so only what it sends as unary reads:
 //            RunAggregationQuery (getCountFromServer, getAggregateFromServer).
@@ -32,7 +34,6 @@ if (which === "admin") {
   out.get = snap(await db.doc("products/prod-010").get());
   out.getAll = (await db.getAll(db.doc("farmers/farmer-01"), db.doc("products/prod-011"), db.doc("products/nope"))).map(snap);
   out.query = (await q.get()).docs.map(snap);
-  out.group = (await db.collectionGroup("products").where("farmerId", "==", "farmer-03").limit(5).get()).docs.map(snap);
   out.count = (await q.count().get()).data();
   out.aggregate = (await q.aggregate({ s: AggregateField.sum("price"), a: AggregateField.average("price") }).get()).data();
   out.collections = (await db.doc("farmers/farmer-01").listCollections()).map((c) => c.id).sort();
