@@ -265,6 +265,7 @@ say "Go micro-benchmarks and the emitter ratio"
 	HARVEST_TEST_EMULATOR=$EMU micro "gRPC GetDocument miss: median added over calling the emulator directly (paired)" ./proxy/ 'BenchmarkGRPCMissAddedLatency' 300x
 	micro "emitter (256 in flight, same broker)" ./emitter/ 'BenchmarkEmitConfirms|BenchmarkBareAmqpConfirms' 3s
 	micro "write latency the emitter adds (two proxies written to alternately, same emulator)" ./proxy/ 'BenchmarkWriteEventsAddedLatency' 300x
+	HARVEST_TEST_EMULATOR=$EMU micro "events per second from the Write stream (10 writes in flight, real broker; direct-writes/s: the same stream straight to the emulator)" ./proxy/conformance/ 'BenchmarkWriteStreamEvents' 300x
 } >"$WORK/micro.txt"
 awk '/BenchmarkEmitConfirms/ {for (i=1;i<NF;i++) if ($(i+1)=="msgs/s") print "emit_msgs_per_s=" $i}
      /BenchmarkBareAmqpConfirms/ {for (i=1;i<NF;i++) if ($(i+1)=="msgs/s") print "bare_msgs_per_s=" $i}' "$WORK/micro.txt" >>"$RES"

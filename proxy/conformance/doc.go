@@ -14,6 +14,13 @@
 //   - node_test.go and js/scenarios.mjs: the Firebase JS SDK (@firebase/firestore/lite)
 //     under Node, installed from js/package-lock.json with `npm ci` (only when
 //     js/node_modules does not match the lock).
+//   - node_grpc_test.go with js/admin.mjs, js/fullsdk.mjs and js/reads.mjs: the Node
+//     clients that speak gRPC to an emulator host, configured by nothing but the host:
+//     firebase-admin 13 with its defaults (FIRESTORE_EMULATOR_HOST) and the full
+//     Firebase SDK's Node build (`firebase/firestore`, connectFirestoreEmulator): get,
+//     query, add, set, update, delete, batch, transaction, count and onSnapshot, and
+//     repeated reads that must not reach the upstream meter.
+//   - writestream_bench_test.go: `make bench`'s events per second from the Write stream.
 //   - verify_test.go: the JS SDK's transaction commit with a "verify" write, as raw HTTP.
 //
 // Any difference between the direct and the proxied run is a proxy bug.
