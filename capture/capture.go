@@ -487,7 +487,10 @@ func (r *Runner) apply(ctx context.Context, t *target, k *keys, s *watch.Snapsho
 	}
 	args[3] = n
 	args = append(args, dels...)
-	ok, err := saveScript.Run(ctx, r.cfg.Redis, []string{k.lease, k.state, k.members}, args...).Int()
+	// Events are out: save even if the watch is being stopped, or its successor repeats them.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	ok, err := saveScript.Run(sctx, r.cfg.Redis, []string{k.lease, k.state, k.members}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("persist the snapshot: %w", err)
 	}
