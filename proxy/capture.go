@@ -2,12 +2,13 @@ package proxy
 
 import (
 	"context"
-	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/harvest-hub/edge/capture"
+	"github.com/harvest-hub/edge/rules"
 	"github.com/harvest-hub/edge/watch"
 )
 
@@ -23,35 +24,64 @@ type CaptureOptions struct {
 	LeaseTTL time.Duration
 }
 
-// startCapture starts change capture's Runner and returns the function that stops it
-// (waiting until its watches released their leases). It is a no-op when the upstream
-// cannot be dialled with the proxy's credentials and no rule captures.
+// startCapture starts change capture's Runner as soon as a rule captures (now, or
+// after a reload) and returns the function that stops it, waiting until its watches
+// released their leases. Nothing is dialled while no rule captures: finding
+// Application Default Credentials may probe the network.
 func (p *Proxy) startCapture(ctx context.Context) (stop func()) {
+	var mu sync.Mutex
+	var stopRunner func()
+	stopped := false
+	try := func(cfg *rules.Config) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopRunner != nil || stopped || !capturing(cfg) {
+			return
+		}
+		stopRunner = p.runCapture(ctx)
+	}
+	// Reload callbacks run under the Store's lock, which capture.New takes too.
+	p.rules.OnReload(func(cfg *rules.Config) { go try(cfg) })
+	try(p.rules.Current())
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		if stopRunner != nil {
+			stopRunner()
+		}
+	}
+}
+
+func capturing(cfg *rules.Config) bool {
+	for i := range cfg.Rules {
+		if cfg.Rules[i].Capture {
+			return true
+		}
+	}
+	return false
+}
+
+// runCapture dials the upstream's gRPC API with the proxy's own credentials and runs
+// the Runner; nil when it cannot (logged).
+func (p *Proxy) runCapture(ctx context.Context) (stop func()) {
 	co := p.opts.Capture
 	upstream := co.Upstream
 	if upstream == "" {
 		upstream = p.opts.Upstream
 	}
-	wanted := false
-	for _, r := range p.rules.Current().Rules {
-		wanted = wanted || r.Capture
-	}
-	level := slog.LevelInfo
-	if wanted {
-		level = slog.LevelError
-	}
 	conn, err := watch.Dial(ctx, watch.DialOptions{URL: upstream, TokenFile: co.TokenFile})
 	if err != nil {
-		p.log.Log(ctx, level, "change capture off: cannot reach the upstream's Listen with the proxy's credentials", "err", err)
-		return func() {}
+		p.log.Error("change capture off: cannot reach the upstream's Listen with the proxy's credentials", "err", err)
+		return nil
 	}
 	var rdb *redis.Client
 	if p.opts.RedisURL != "" {
 		opt, err := redis.ParseURL(p.opts.RedisURL)
 		if err != nil {
 			conn.Close()
-			p.log.Log(ctx, level, "change capture off: bad Redis URL", "err", err)
-			return func() {}
+			p.log.Error("change capture off: bad Redis URL", "err", err)
+			return nil
 		}
 		rdb = redis.NewClient(opt)
 	}
@@ -66,7 +96,7 @@ func (p *Proxy) startCapture(ctx context.Context) (stop func()) {
 		if rdb != nil {
 			rdb.Close()
 		}
-		return func() {}
+		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

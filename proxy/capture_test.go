@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -88,40 +89,71 @@ func labelOf(m *dto.Metric, name string) string {
 	return ""
 }
 
-// holders are the live replicas that hold both watches and finished a snapshot of each.
-func (h *harness) holders() []int {
+// holders are the live replicas that hold watch and finished a snapshot of it.
+func (h *harness) holders(watch string) []int {
 	var out []int
 	for i, r := range h.replicas {
 		if r == nil {
 			continue
 		}
-		all := true
-		for _, w := range []string{"collection products", "collection orders"} {
-			held, _ := captureMetric(h.t, r, "harvest_capture_lease_held", w)
-			_, snap := captureMetric(h.t, r, "harvest_capture_resume_age_seconds", w)
-			all = all && held == 1 && snap
-		}
-		if all {
+		held, _ := captureMetric(h.t, r, "harvest_capture_lease_held", watch)
+		if _, snap := captureMetric(h.t, r, "harvest_capture_resume_age_seconds", watch); held == 1 && snap {
 			out = append(out, i)
 		}
 	}
 	return out
 }
 
-// waitWatching waits until one replica holds the watches and has seen their first
-// snapshot: from then on, every write is a change, not the baseline.
+// waitChanges waits until the replicas acted on n changes of the watch.
+func (h *harness) waitChanges(watch string, n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		total := 0.0
+		for _, r := range h.replicas {
+			if r == nil {
+				continue
+			}
+			mfs, err := r.reg.Gather()
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			for _, mf := range mfs {
+				if mf.GetName() == "harvest_capture_changes_total" {
+					for _, m := range mf.GetMetric() {
+						if labelOf(m, "watch") == watch {
+							total += m.GetCounter().GetValue()
+						}
+					}
+				}
+			}
+		}
+		if total >= float64(n) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.t.Fatalf("capture did not act on %d changes of %s within 30s", n, watch)
+}
+
+// waitWatching waits until each watch (products, orders) is held by one replica that
+// has seen its first snapshot: from then on, every write is a change, not the
+// baseline. It returns the replica holding the orders watch (each watch has its own
+// lease: the two may be held by different replicas).
 func (h *harness) waitWatching() int {
 	h.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if hs := h.holders(); len(hs) == 1 {
-			return hs[0]
-		} else if len(hs) > 1 {
-			h.t.Fatalf("replicas %v all hold the watch", hs)
+		products, orders := h.holders("collection products"), h.holders("collection orders")
+		if len(products) > 1 || len(orders) > 1 {
+			h.t.Fatalf("several replicas hold one watch: products %v, orders %v", products, orders)
+		}
+		if len(products) == 1 && len(orders) == 1 {
+			return orders[0]
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	h.t.Fatal("no replica started watching within 30s")
+	h.t.Fatal("the watches did not start within 30s")
 	return -1
 }
 
@@ -139,6 +171,8 @@ func TestCaptureInvalidatesEveryReplicaOnADirectWrite(t *testing.T) {
 	h := newCaptureHarness(t, captureSetup(t, 2, nil))
 	doc := h.docs() + "/products/kale"
 	h.direct("PATCH", doc, `{"fields":{"v":{"stringValue":"old"}}}`)
+	// The creation is itself a change: let capture have invalidated it before caching.
+	h.waitChanges("collection products", 1)
 	for i := range h.replicas {
 		h.via(i, "GET", doc, "")
 		if a := h.via(i, "GET", doc, ""); !strings.HasPrefix(a.cache(), "HIT") || value(a) != "old" {
@@ -297,4 +331,28 @@ func TestCaptureResumesAfterEveryReplicaStopped(t *testing.T) {
 	if r, _ := captureMetric(t, h.replicas[1], "harvest_capture_resets_total", "collection orders"); r == 0 {
 		t.Log("the upstream resumed without a reset")
 	}
+}
+
+// Capture that a reload turns on starts without a restart.
+func TestCaptureStartsWhenAReloadAsksForIt(t *testing.T) {
+	s := captureSetup(t, 1, nil)
+	s.rules = sharedRules
+	n := s.replicas
+	s.replicas = -1
+	h := newHarness(t, s)
+	t.Setenv("GOOGLE_CLOUD_PROJECT", h.project)
+	for range n {
+		h.addReplica()
+	}
+	if hs := append(h.holders("collection products"), h.holders("collection orders")...); len(hs) != 0 {
+		t.Fatalf("replicas %v watch without a capture rule", hs)
+	}
+	s.rules = captureRules
+	if err := os.WriteFile(h.rulesPath, []byte(h.rulesYAML(s)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.replicas[0].rules.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitWatching()
 }
