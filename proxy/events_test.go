@@ -61,7 +61,8 @@ type delivery struct {
 				Fields map[string]json.RawMessage `json:"fields"`
 			} `json:"value"`
 			OldValue *struct {
-				Fields map[string]json.RawMessage `json:"fields"`
+				Fields     map[string]json.RawMessage `json:"fields"`
+				UpdateTime time.Time                  `json:"updateTime"`
 			} `json:"oldValue"`
 			UpdateMask *struct {
 				FieldPaths []string `json:"fieldPaths"`
@@ -150,7 +151,7 @@ func goClient(t *testing.T, h *harness, r *replica) *firestore.Client {
 // want is what one expected event must show.
 type want struct {
 	typ, doc string            // "created", "products/a"
-	index    int               // the write's position in its request (the id's input)
+	index    int               // the write's position in its request
 	fields   map[string]string // value fields that must be present, compact JSON ("" = any value)
 	auth     string            // the Authorization header sent ("": none, no authhash)
 }
@@ -171,7 +172,11 @@ func (h *harness) expect(q *eventQueue, w want) delivery {
 	if err != nil {
 		t.Fatalf("%s: time %q: %v", w.doc, d.ce.Time, err)
 	}
-	if id := event.ID(at, h.name(w.doc), w.index); d.ce.ID != id || d.messageID != id {
+	id := event.ID(h.name(w.doc), at) // the version's update time is the commit time here
+	if w.typ == "deleted" {
+		id = event.DeleteID(h.name(w.doc), time.Time{}, at) // the deleted version is unknown (no old_value)
+	}
+	if d.ce.ID != id || d.messageID != id {
 		t.Errorf("%s: id %q (message_id %q), want the deterministic %q", w.doc, d.ce.ID, d.messageID, id)
 	}
 	for f, v := range w.fields {

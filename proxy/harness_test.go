@@ -63,6 +63,9 @@ type setup struct {
 	amqp      string
 	events    []string
 	outboxDir string
+
+	// capture is each replica's Options.Capture (capture_test.go).
+	capture CaptureOptions
 }
 
 type harness struct {
@@ -193,6 +196,7 @@ func (h *harness) startReplica(rulesPath string, s setup, upstream string) *repl
 		AdminToken: s.adminToken,
 		Rules:      store,
 		Registry:   reg,
+		Capture:    s.capture,
 	}
 	if s.redis != "" {
 		o.RedisURL = "redis://" + s.redis

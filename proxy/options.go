@@ -29,6 +29,8 @@ type Options struct {
 	// (see proxy/events.go). nil: no events. The caller owns it: it builds it before
 	// New and closes it after Run returns, so no write is answered after it closed.
 	Emitter *emitter.Emitter
+	// Capture tunes change capture (capture.go).
+	Capture CaptureOptions
 	// AdminToken guards admin writes (purge); "" refuses them.
 	AdminToken string
 	// Rules is the live rules.yaml.

@@ -182,6 +182,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}()
 	}
+	stopCapture := p.startCapture(ctx)
 	p.log.Info("serving", "listen", ln.Addr().String(), "admin", p.opts.AdminListen)
 	var serveErr error
 	select {
@@ -209,6 +210,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	if p.admin != nil {
 		p.admin.Shutdown(sctx)
 	}
+	stopCapture()
 	if err := p.tiers.Close(); err != nil {
 		p.log.Warn("closing cache tiers", "err", err)
 	}

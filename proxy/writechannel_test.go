@@ -427,7 +427,15 @@ func expectProductEvent(h *harness, q *eventQueue, w want) delivery {
 	if err != nil {
 		t.Fatalf("%s: time %q: %v", w.doc, d.ce.Time, err)
 	}
-	if id := event.ID(at, h.name(w.doc), w.index); d.ce.ID != id || d.messageID != id {
+	id := event.ID(h.name(w.doc), at) // the version's update time is the commit time here
+	if w.typ == "deleted" {
+		var version time.Time // the deleted version, known with events.old_value
+		if d.ce.Data.OldValue != nil {
+			version = d.ce.Data.OldValue.UpdateTime
+		}
+		id = event.DeleteID(h.name(w.doc), version, at)
+	}
+	if d.ce.ID != id || d.messageID != id {
 		t.Errorf("%s: id %q (message_id %q), want the deterministic %q", w.doc, d.ce.ID, d.messageID, id)
 	}
 	for f, v := range w.fields {

@@ -49,6 +49,9 @@ type Upstream struct {
 	// connection, not only idle ones): Parse copies it into MaxConns, and refuses a
 	// file that gives both.
 	MaxIdleConns int `yaml:"max_idle_conns"`
+	// Project is the Google Cloud project whose (default) database change capture
+	// watches. Default: $GOOGLE_CLOUD_PROJECT.
+	Project string `yaml:"project"`
 }
 
 // Server holds limits of the proxy's own listener.
@@ -182,6 +185,9 @@ type Rule struct {
 	NegativeTTL time.Duration `yaml:"negative_ttl"`
 	// Events: true, false, or a list of created, updated, deleted, written.
 	Events EventTypes `yaml:"-"`
+	// Capture watches the rule's documents upstream (a Listen), so writes that go
+	// around the proxy also invalidate and become events. Default false. See capture.go.
+	Capture bool `yaml:"capture"`
 
 	// Line in the source file, for messages and explain.
 	Line int `yaml:"-"`

@@ -64,6 +64,7 @@ func Explain(cfg *Config, path string) string {
 		}
 	}
 	fmt.Fprintf(&sb, "  events:      %s\n", r.Events)
+	explainCapture(&sb, cfg, r)
 	return sb.String()
 }
 

@@ -18,6 +18,7 @@ func (d *decoder) validate(cfg *Config) {
 	}
 	d.validateRules(cfg.Rules)
 	d.validateHandlers(cfg.Worker.Handlers)
+	d.validateCapture(cfg)
 }
 
 // lineOf is the line of key in the struct at ptr, or 0 when it was not written.

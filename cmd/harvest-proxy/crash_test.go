@@ -258,9 +258,9 @@ func TestCrashAtEveryStepLosesNoEvent(t *testing.T) {
 		}
 		applied++
 		at := doc.GetUpdateTime().AsTime()
-		want[event.ID(at, name(fmt.Sprintf("crash/d%d", w.i)), 0)] = fmt.Sprintf("write %d (%s) set", w.i, w.step)
+		want[event.ID(name(fmt.Sprintf("crash/d%d", w.i)), at)] = fmt.Sprintf("write %d (%s) set", w.i, w.step)
 		if w.commit {
-			want[event.ID(at, name(fmt.Sprintf("gone/g%d", w.i)), 1)] = fmt.Sprintf("write %d (%s) delete", w.i, w.step)
+			want[event.DeleteID(name(fmt.Sprintf("gone/g%d", w.i)), time.Time{}, at)] = fmt.Sprintf("write %d (%s) delete", w.i, w.step)
 		}
 	}
 

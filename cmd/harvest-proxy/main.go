@@ -77,6 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	amqpURL := fs.String("amqp", "", "RabbitMQ `URL` for events [RABBITMQ_URL] (default: none, events stay in the outbox)")
 	outbox := fs.String("outbox", "", "`directory` of the disk outbox for unconfirmed events [HARVEST_OUTBOX_DIR] (default ./data/outbox)")
 	adminToken := fs.String("admin-token", "", "bearer `token` for admin writes such as purge [HARVEST_ADMIN_TOKEN] (default: none, admin writes refused)")
+	upstreamToken := fs.String("upstream-token-file", "", "`file` holding the bearer token of the proxy's own upstream Listen (change capture) [HARVEST_UPSTREAM_TOKEN_FILE] (default: \"owner\" on an http emulator, Application Default Credentials on https)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error [HARVEST_LOG_LEVEL]")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
@@ -125,6 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		AMQPURL:     pick.Pick("amqp", *amqpURL, "RABBITMQ_URL", cfg.Events.AMQPURL),
 		OutboxDir:   pick.Pick("outbox", *outbox, "HARVEST_OUTBOX_DIR", cfg.Events.OutboxDir, "./data/outbox"),
 		AdminToken:  pick.Pick("admin-token", *adminToken, "HARVEST_ADMIN_TOKEN"),
+		Capture:     proxy.CaptureOptions{TokenFile: pick.Pick("upstream-token-file", *upstreamToken, "HARVEST_UPSTREAM_TOKEN_FILE")},
 		Rules:       store,
 		Log:         log,
 		Registry:    reg,

@@ -7,8 +7,12 @@
 //     events, byte for byte apart from protojson's whitespace.
 //   - One event per successfully written document, in request order. Writes that
 //     batchWrite reports as failed yield nothing.
-//   - The id is a hash of (commit or update time, document name, write index): the same
-//     write always gets the same id, so consumers can deduplicate redeliveries.
+//   - The id names the change, not the request: for a create or update it is a hash of
+//     the document name and the update_time the write gave it (ID); for a delete, of
+//     the name and the update_time of the version it deleted, when known (DeleteID).
+//     The same write always gets the same id, so consumers can deduplicate
+//     redeliveries; and change capture, which sees the same name and update_time on
+//     its Listen, gives a write that went through the proxy the same id again.
 //   - The caller identity is carried only as the hash the cache uses (authhash); Build
 //     never sees a token.
 //   - Document JSON is produced by protojson from the official firestorepb types.
@@ -113,6 +117,14 @@ func Build(in BuildInput) ([]Event, error) {
 		}
 	}
 
+	// A document written more than once in one request (an update then a transform,
+	// say): only its last write names the version others see; earlier ones are told
+	// apart by their index.
+	last := make(map[string]int, len(in.Writes))
+	for _, dw := range in.Writes {
+		last[dw.Name] = dw.Index
+	}
+
 	events := make([]Event, 0, len(in.Writes))
 	for _, dw := range in.Writes {
 		// A create without a documentId gets its id from the server: the answer names it.
@@ -154,7 +166,31 @@ func Build(in BuildInput) ([]Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		ev, err := build(dw, typ, t, value, oldDoc, in.AuthHash)
+		var id string
+		switch {
+		case lastIndexOf(last, dw.Name, dw.Index) != dw.Index:
+			id = indexedID(dw.Name, t, dw.Index)
+		case typ == TypeDeleted:
+			// The version it deleted: the old document read first (events.old_value)
+			// or the update_time precondition the delete carried.
+			var version time.Time
+			if oldDoc != nil {
+				version = asTime(oldDoc.GetUpdateTime())
+			} else if ut := dw.Write.GetCurrentDocument().GetUpdateTime(); ut != nil {
+				version = asTime(ut)
+			}
+			id = DeleteID(dw.Name, version, t)
+		default:
+			updated := asTime(res.GetUpdateTime())
+			if updated.IsZero() {
+				updated = asTime(value.GetUpdateTime())
+			}
+			if updated.IsZero() {
+				updated = t
+			}
+			id = ID(dw.Name, updated)
+		}
+		ev, err := build(dw.Name, dw.Write.GetUpdateMask(), id, typ, t, value, oldDoc, in.AuthHash)
 		if err != nil {
 			return nil, err
 		}
@@ -368,28 +404,27 @@ type data struct {
 
 var docJSON = protojson.MarshalOptions{}
 
-func build(dw classify.DocWrite, typ string, t time.Time, value, old *firestorepb.Document, authHash string) (Event, error) {
-	n, err := parseName(dw.Name)
+func build(docName string, mask *firestorepb.DocumentMask, id, typ string, t time.Time, value, old *firestorepb.Document, authHash string) (Event, error) {
+	n, err := parseName(docName)
 	if err != nil {
 		return Event{}, err
 	}
 	var d data
 	if value != nil {
 		if d.Value, err = docJSON.Marshal(value); err != nil {
-			return Event{}, fmt.Errorf("event: marshal value of %s: %w", dw.Name, err)
+			return Event{}, fmt.Errorf("event: marshal value of %s: %w", docName, err)
 		}
 	}
 	if old != nil {
 		if d.OldValue, err = docJSON.Marshal(old); err != nil {
-			return Event{}, fmt.Errorf("event: marshal oldValue of %s: %w", dw.Name, err)
+			return Event{}, fmt.Errorf("event: marshal oldValue of %s: %w", docName, err)
 		}
 	}
-	if m := dw.Write.GetUpdateMask(); m != nil {
-		if d.UpdateMask, err = docJSON.Marshal(m); err != nil {
-			return Event{}, fmt.Errorf("event: marshal updateMask of %s: %w", dw.Name, err)
+	if mask != nil {
+		if d.UpdateMask, err = docJSON.Marshal(mask); err != nil {
+			return Event{}, fmt.Errorf("event: marshal updateMask of %s: %w", docName, err)
 		}
 	}
-	id := ID(t, dw.Name, dw.Index)
 	body, err := json.Marshal(cloudEvent{
 		SpecVersion:     "1.0",
 		ID:              id,
@@ -405,27 +440,65 @@ func build(dw classify.DocWrite, typ string, t time.Time, value, old *firestorep
 		Data:            d,
 	})
 	if err != nil {
-		return Event{}, fmt.Errorf("event: marshal %s: %w", dw.Name, err)
+		return Event{}, fmt.Errorf("event: marshal %s: %w", docName, err)
 	}
 	return Event{
 		ID:         id,
 		Type:       typ,
 		RoutingKey: n.collection + "." + strings.TrimPrefix(typ, typePrefix),
-		Document:   dw.Name,
+		Document:   docName,
 		Time:       t.UTC(),
 		Body:       body,
 	}, nil
 }
 
-// ID is the deterministic event id of the write at index of document name, committed
-// (or updated) at t: the first 128 bits of a SHA-256, in hex.
-func ID(t time.Time, name string, index int) string {
+// ID is the event id of a create or update: the first 128 bits of a SHA-256 of the
+// document's full name and the update_time the write gave it, in hex. Whoever sees
+// that version (the proxy in the write's answer, change capture on its Listen)
+// computes the same id. A write that changed nothing keeps the old update_time, and
+// so the id of the change that made that version.
+func ID(name string, updateTime time.Time) string {
+	return hashID("v", name, stamp(updateTime))
+}
+
+// DeleteID is the event id of a delete. With version, the update_time of the document
+// version it deleted, it is a hash of the name and that version: change capture knows
+// the version from its view, and the proxy when it read the document first
+// (events.old_value) or the delete carried an update_time precondition; such a delete
+// gets the same id on both paths. With version zero (not known), it is a hash of the
+// name and at, the commit time (or the time the proxy saw the success): still the same
+// for the same write, but change capture reports that delete under its own id.
+func DeleteID(name string, version, at time.Time) string {
+	if !version.IsZero() {
+		return hashID("deleted", name, stamp(version))
+	}
+	return hashID("deleted-at", name, stamp(at))
+}
+
+func lastIndexOf(last map[string]int, name string, index int) int {
+	if i, ok := last[name]; ok {
+		return i
+	}
+	return index
+}
+
+// indexedID tells apart the earlier writes of a document written more than once in
+// one request (only the last one's version is visible to anyone else).
+func indexedID(name string, t time.Time, index int) string {
+	return hashID("w", name, stamp(t), strconv.Itoa(index))
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// hashID is the first 128 bits of a SHA-256 of parts, NUL-separated, in hex.
+func hashID(parts ...string) string {
 	h := sha256.New()
-	h.Write([]byte(t.UTC().Format(time.RFC3339Nano)))
-	h.Write([]byte{0})
-	h.Write([]byte(name))
-	h.Write([]byte{0})
-	h.Write([]byte(strconv.Itoa(index)))
+	for i, p := range parts {
+		if i > 0 {
+			h.Write([]byte{0})
+		}
+		h.Write([]byte(p))
+	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 

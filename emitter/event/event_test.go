@@ -109,7 +109,7 @@ func TestCreate(t *testing.T) {
 	}
 	ev := evs[0]
 	c := parse(t, ev)
-	want := ce{SpecVersion: "1.0", ID: ID(t1, name, 0), Source: "//firestore.googleapis.com/projects/harvest/databases/(default)",
+	want := ce{SpecVersion: "1.0", ID: ID(name, t1), Source: "//firestore.googleapis.com/projects/harvest/databases/(default)",
 		Type: TypeCreated, Subject: "documents/farmers/f1/products/p1", Time: "2026-03-01T10:00:00.123456789Z",
 		DataContentType: "application/json", Database: "(default)", Collection: "products",
 		Document: "farmers/f1/products/p1", AuthHash: "h-abc"}
@@ -178,7 +178,7 @@ func TestDeleteUsesSeenAt(t *testing.T) {
 	if c.Type != TypeDeleted || evs[0].RoutingKey != "orders.deleted" || c.Subject != "documents/orders/o1" {
 		t.Errorf("got type %s key %s subject %s", c.Type, evs[0].RoutingKey, c.Subject)
 	}
-	if c.Time != t2.Format(time.RFC3339Nano) || c.ID != ID(t2, name, 0) {
+	if c.Time != t2.Format(time.RFC3339Nano) || c.ID != DeleteID(name, time.Time{}, t2) {
 		t.Errorf("time %s id %s, want the time the proxy saw the success", c.Time, c.ID)
 	}
 	if c.Data.Value != nil {
@@ -220,7 +220,11 @@ func TestCommitWithTransforms(t *testing.T) {
 		if ev.Type != wantTypes[i] || ev.RoutingKey != wantKeys[i] || c.Time != t1.Format(time.RFC3339Nano) {
 			t.Errorf("event %d: type %s key %s time %s", i, ev.Type, ev.RoutingKey, c.Time)
 		}
-		if ev.ID != ID(t1, writes[i].Name, i) || seen[ev.ID] {
+		wantID := ID(writes[i].Name, t1)
+		if ev.Type == TypeDeleted {
+			wantID = DeleteID(writes[i].Name, time.Time{}, t1) // the deleted version is unknown
+		}
+		if ev.ID != wantID || seen[ev.ID] {
 			t.Errorf("event %d: id %s not the deterministic, distinct id", i, ev.ID)
 		}
 		seen[ev.ID] = true
@@ -260,7 +264,7 @@ func TestBatchWriteSkipsFailedWrites(t *testing.T) {
 	if len(evs) != 2 || evs[0].Document != names[0] || evs[1].Document != names[2] {
 		t.Fatalf("got %+v, want events for o1 and o3 only", evs)
 	}
-	if !evs[0].Time.Equal(t1) || !evs[1].Time.Equal(t2) || evs[1].ID != ID(t2, names[2], 2) {
+	if !evs[0].Time.Equal(t1) || !evs[1].Time.Equal(t2) || evs[1].ID != ID(names[2], t2) {
 		t.Errorf("batchWrite events must carry their own update times: %v %v", evs[0].Time, evs[1].Time)
 	}
 }
