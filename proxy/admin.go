@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/harvest-hub/edge/proxy/cache"
 )
 
 // adminHandler serves the admin listener:
@@ -138,6 +141,10 @@ func (p *Proxy) purge(w http.ResponseWriter, r *http.Request) {
 		err = p.tiers.PurgeGroup(ctx, db, pr.Group)
 	default:
 		err = p.tiers.PurgeDatabase(ctx, db)
+	}
+	if errors.Is(err, cache.ErrNotAResource) {
+		adminError(w, http.StatusBadRequest, "INVALID_ARGUMENT", `"document" must name a document and "collection" a collection, relative to the documents root`)
+		return
 	}
 	if err != nil {
 		p.log.Warn("purge incomplete", "err", err)

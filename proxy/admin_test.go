@@ -73,6 +73,9 @@ func TestAdminEndpoints(t *testing.T) {
 	if code := purge("Bearer "+token, `{"project":"`+h.project+`"}`); code != http.StatusBadRequest {
 		t.Errorf("purge naming nothing: %d, want 400", code)
 	}
+	if code := purge("Bearer "+token, `{"project":"`+h.project+`","document":"products"}`); code != http.StatusBadRequest {
+		t.Errorf("purge of a collection as a document: %d, want 400", code)
+	}
 	if code := purge("Bearer "+token, body); code != 200 {
 		t.Fatalf("purge with the token: %d", code)
 	}

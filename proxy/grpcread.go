@@ -90,7 +90,7 @@ func (p *Proxy) grpcRead(ss grpc.ServerStream, method string, op classify.Op, id
 		return p.grpcBypass(ss, method, op, first)
 	}
 	tags := make([]string, 0, len(req.Tags)+1)
-	tags = append(append(tags, req.Tags...), cache.DatabaseTag(req.Database))
+	tags = append(append(tags, req.Tags...), classify.DatabaseTag(req.Database))
 	plan := &readPlan{cfg: cfg, rule: rule, key: grpcCacheKey(method, &req, rule.Scope, id), tags: tags, op: op}
 	p.remember(ak, plan)
 	return p.grpcServeRead(ss, method, plan, first)

@@ -289,7 +289,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		p.read(ctx, &req, ak, aliased)
 	case classify.Write:
 		if req.Op == classify.ClearDatabase { // the emulator's wipe: every read of the database
-			req.Tags = []string{cache.DatabaseTag(req.Database)}
+			req.Tags = []string{classify.DatabaseTag(req.Database)}
 		}
 		p.write(ctx, &req)
 	default:

@@ -43,7 +43,7 @@ func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request, ak aliasKe
 		return
 	}
 	tags := make([]string, 0, len(req.Tags)+1)
-	tags = append(append(tags, req.Tags...), cache.DatabaseTag(req.Database))
+	tags = append(append(tags, req.Tags...), classify.DatabaseTag(req.Database))
 	plan := &readPlan{cfg: cfg, rule: rule, key: cacheKey(ctx, req, rule.Scope), tags: tags, op: req.Op}
 	if aliased {
 		p.remember(ak, plan)

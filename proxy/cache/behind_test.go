@@ -95,7 +95,7 @@ func TestL2ConcurrentLookups(t *testing.T) {
 	g := newGens(t, rdb, prefix)
 	l2 := NewL2(rdb, prefix, time.Second, nil)
 	const keys = 16
-	tagsOf := func(i int) []string { return []string{DocTag(db, fmt.Sprint("products/p", i)), tagAll} }
+	tagsOf := func(i int) []string { return []string{docTag(fmt.Sprint("products/p", i)), tagAll} }
 	for i := range keys {
 		st, err := g.Snapshot(ctx, tagsOf(i))
 		if err != nil {

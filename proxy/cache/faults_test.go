@@ -68,7 +68,7 @@ func TestRefusedBumpInvalidatesLocallyUntilReplayed(t *testing.T) {
 			tr := newTiersLease(t, testClient(t, addr, 300*time.Millisecond), "t:", time.Second)
 			k, tags := key("GET p1"), []string{tagP1, tagAll}
 			other := key("GET p2")
-			otherTags := []string{DocTag(db, "products/p2"), tagAll}
+			otherTags := []string{docTag("products/p2"), tagAll}
 			read(t, tr, k, tags, rules.Strong, "before")
 			read(t, tr, other, otherTags, rules.Eventual, "p2")
 			if body, src := read(t, tr, k, tags, rules.Strong, "x"); src != HitL1 || body != "before" {
@@ -132,7 +132,7 @@ func TestRefusedBigBumpIsNeverWidenedToTheDatabase(t *testing.T) {
 	waitTrusted(t, g, true)
 	tags := make([]string, 5000)
 	for i := range tags {
-		tags[i] = DocTag(db, fmt.Sprintf("products/p%d", i))
+		tags[i] = docTag(fmt.Sprintf("products/p%d", i))
 	}
 	undo := refuseWrites(t, admin)
 	if err := g.Bump(ctx, tags, WaitApplied); err == nil {
@@ -171,7 +171,7 @@ func TestBigBumpIsChunked(t *testing.T) {
 	waitTrusted(t, b, true)
 	tags := make([]string, 20000)
 	for i := range tags {
-		tags[i] = DocTag(db, fmt.Sprintf("products/p%05d", i))
+		tags[i] = docTag(fmt.Sprintf("products/p%05d", i))
 	}
 	// A loaded machine may make b slower than the lease to acknowledge: that is not a
 	// failure of the bump (b then stopped trusting its table), a Redis error is.
@@ -272,7 +272,7 @@ func TestReadCreatedGenerationKeysAreBounded(t *testing.T) {
 	prefix := testbed.RedisPrefix(t, "cache")
 	rdb := testClient(t, redisAddr, time.Second)
 	tr := newTiersLease(t, rdb, prefix, 5*time.Second)
-	tags := []string{DocTag(db, "products/never"), tagAll}
+	tags := []string{docTag("products/never"), tagAll}
 	st, err := tr.Begin(ctx, tags)
 	if err != nil {
 		t.Fatal(err)
@@ -297,7 +297,7 @@ func TestReadCreatedGenerationKeysAreBounded(t *testing.T) {
 
 	many := make([]string, maxStampTags+1)
 	for i := range many {
-		many[i] = DocTag(db, fmt.Sprintf("missing/m%d", i))
+		many[i] = docTag(fmt.Sprintf("missing/m%d", i))
 	}
 	if e, _, st, _ := tr.LookupStamped(ctx, key("batchGet many"), many, rules.Strong, time.Now()); e != nil || st.Gens != nil {
 		t.Fatal("a read of too many tags was looked up in L2 or stamped")

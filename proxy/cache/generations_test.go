@@ -9,15 +9,28 @@ import (
 	"time"
 
 	"github.com/harvest-hub/edge/internal/testbed"
+	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 const db = "projects/p/databases/(default)"
 
+// The cache treats tags as opaque strings; these are classify's, the tags the proxy
+// gives it.
 var (
-	tagP1   = DocTag(db, "products/p1")
-	tagColl = CollectionTag(db, "products")
-	tagAll  = DatabaseTag(db)
+	tagP1   = docTag("products/p1")
+	tagColl = classify.CollectionTags(db, "products")[0] // coll:, then group:
+	tagAll  = classify.DatabaseTag(db)
 )
+
+// docTag is the doc: tag of a document relative to db's documents root.
+func docTag(doc string) string {
+	for _, tag := range classify.WriteTags(db, doc) {
+		if strings.HasPrefix(tag, "doc:") {
+			return tag
+		}
+	}
+	panic("no doc: tag for " + doc)
+}
 
 func TestGenerationsInProcess(t *testing.T) {
 	ctx := context.Background()

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 
@@ -321,29 +321,19 @@ func (t *Tiers) AfterWrite(ctx context.Context, tags []string) error {
 	return t.Gens.Bump(ctx, tags, WaitApplied)
 }
 
-// Tag constructors, matching classify's tag format. db is "projects/p/databases/d";
-// paths are relative to the documents root, without a leading slash.
+// The purges take their tags from classify, the one owner of the tag vocabulary, so
+// a purge invalidates exactly what a write of the same thing would.
 
-// DocTag is the tag of one document: "doc:<db>/documents/<doc>".
-func DocTag(db, doc string) string { return "doc:" + db + "/documents/" + doc }
+// ErrNotAResource is a purge of something that names no document or collection.
+var ErrNotAResource = errors.New("cache: not a document or collection path")
 
-// CollectionTag is the tag of a collection's lists and queries: "coll:<db>/documents/<coll>".
-func CollectionTag(db, coll string) string { return "coll:" + db + "/documents/" + coll }
-
-// GroupTag is the tag of collection-group queries on collectionID: "group:<db>/<id>".
-func GroupTag(db, collectionID string) string { return "group:" + db + "/" + collectionID }
-
-// DatabaseTag is the tag every read of db carries: bumping it invalidates every
-// entry of the database in O(1).
-func DatabaseTag(db string) string { return "all:" + db }
-
-// PurgeDocument invalidates a document, and the collection and group queries that
-// may contain it, on every replica.
+// PurgeDocument invalidates what a write of one document would, on every replica:
+// the document, the collection and group queries that may contain it, and the
+// collection-id lists of its ancestors. doc is relative to db's documents root.
 func (t *Tiers) PurgeDocument(ctx context.Context, db, doc string) error {
-	tags := []string{DocTag(db, doc)}
-	if i := strings.LastIndexByte(doc, '/'); i > 0 {
-		coll := doc[:i]
-		tags = append(tags, CollectionTag(db, coll), GroupTag(db, coll[strings.LastIndexByte(coll, '/')+1:]))
+	tags := classify.WriteTags(db, doc)
+	if tags == nil {
+		return ErrNotAResource
 	}
 	return t.Gens.Bump(ctx, tags, WaitApplied)
 }
@@ -352,16 +342,19 @@ func (t *Tiers) PurgeDocument(ctx context.Context, db, doc string) error {
 // on its id). Single-document entries keep their own doc tags: use PurgeDocument or
 // PurgeDatabase for those.
 func (t *Tiers) PurgeCollection(ctx context.Context, db, coll string) error {
-	id := coll[strings.LastIndexByte(coll, '/')+1:]
-	return t.Gens.Bump(ctx, []string{CollectionTag(db, coll), GroupTag(db, id)}, WaitApplied)
+	tags := classify.CollectionTags(db, coll)
+	if tags == nil {
+		return ErrNotAResource
+	}
+	return t.Gens.Bump(ctx, tags, WaitApplied)
 }
 
 // PurgeGroup invalidates collection-group queries on collectionID.
 func (t *Tiers) PurgeGroup(ctx context.Context, db, collectionID string) error {
-	return t.Gens.Bump(ctx, []string{GroupTag(db, collectionID)}, WaitApplied)
+	return t.Gens.Bump(ctx, []string{classify.GroupTag(db, collectionID)}, WaitApplied)
 }
 
 // PurgeDatabase invalidates everything cached for db, in O(1).
 func (t *Tiers) PurgeDatabase(ctx context.Context, db string) error {
-	return t.Gens.Bump(ctx, []string{DatabaseTag(db)}, WaitApplied)
+	return t.Gens.Bump(ctx, []string{classify.DatabaseTag(db)}, WaitApplied)
 }

@@ -104,6 +104,22 @@ func TestTiersAcrossReplicas(t *testing.T) {
 	if _, src := read(t, a, k, tags, rules.Strong, "v3"); src != Miss {
 		t.Fatalf("A after purge: %s", src)
 	}
+	// A purge invalidates what a write of the document would, its ancestors'
+	// collection-id lists included (it used to build its tags by hand and miss them).
+	lk, ltags := key("listCollectionIds f1"), []string{"colls:" + db + "/documents/farmers/f1", tagAll}
+	read(t, a, lk, ltags, rules.Strong, "[products]")
+	if _, src := read(t, a, lk, ltags, rules.Strong, "x"); src != HitL1 {
+		t.Fatalf("listCollectionIds warm-up: %s", src)
+	}
+	if err := b.PurgeDocument(ctx, db, "farmers/f1/products/p9"); err != nil {
+		t.Fatal(err)
+	}
+	if _, src := read(t, a, lk, ltags, rules.Strong, "[]"); src != Miss {
+		t.Fatalf("listCollectionIds after a purge of a document below it: %s, want a miss", src)
+	}
+	if err := b.PurgeDocument(ctx, db, "farmers"); err != ErrNotAResource {
+		t.Errorf("purge of a collection as a document: %v, want ErrNotAResource", err)
+	}
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -9,12 +9,33 @@ const (
 	collPrefix  = "coll:"  // coll:<collection name>: lists and non-group queries
 	groupPrefix = "group:" // group:<database>/<collectionId>: collection-group queries
 	collsPrefix = "colls:" // colls:<document name or documents root>: listCollectionIds
+	allPrefix   = "all:"   // all:<database>: every read of the database carries it
 )
 
 func docTag(name string) string           { return docPrefix + name }
 func collTag(collection string) string    { return collPrefix + collection }
 func groupTag(database, id string) string { return groupPrefix + database + "/" + id }
 func collsTag(parent string) string       { return collsPrefix + parent }
+
+// DatabaseTag is the tag every cached read of database ("projects/p/databases/d")
+// carries besides its own: bumping it invalidates every entry of the database in O(1)
+// (the admin purge of everything, the emulator's wipe).
+func DatabaseTag(database string) string { return allPrefix + database }
+
+// GroupTag is the tag of collection-group queries on collectionID in database.
+func GroupTag(database, collectionID string) string { return groupTag(database, collectionID) }
+
+// CollectionTags returns the tags of the lists and queries of one collection (its
+// coll: tag) and of the collection-group queries on its id, for collection relative
+// to database's documents root ("farmers/f1/products"); nil when it names no
+// collection.
+func CollectionTags(database, collection string) []string {
+	d, err := firestorepath.ParseName(database + "/documents/" + collection)
+	if err != nil || !d.IsCollection() || d.Database() != database {
+		return nil
+	}
+	return []string{collTag(d.Name()), groupTag(database, d.ID())}
+}
 
 // WriteTags returns the tags a write of one document touches, deduplicated: for
 // "projects/p/databases/d/documents/farmers/f1/products/p1" they are
