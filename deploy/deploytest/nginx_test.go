@@ -74,6 +74,7 @@ func interpolate(s string, vars map[string]string) string {
 // which of its listen settings it must point at.
 var nginxUpstreamTargets = map[string]struct{ service, env string }{
 	"harvest_proxy":       {"proxy", "HARVEST_LISTEN"},
+	"harvest_proxy_grpc":  {"proxy", "HARVEST_LISTEN"}, // gRPC: the same port, HTTP/2
 	"harvest_proxy_admin": {"proxy", "HARVEST_ADMIN_LISTEN"},
 	"nextjs":              {"nextjs", "PORT"},
 }
