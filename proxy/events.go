@@ -1,7 +1,7 @@
 package proxy
 
 // Events: every successful write through the proxy to a path whose rule enables events
-// becomes its CloudEvents (ARCHITECTURE.md, "Events: the contract"). The write core
+// becomes its CloudEvents (docs/ARCHITECTURE.md, "Events: the contract"). The write core
 // (writecore.go) calls, in this order:
 //
 //  1. planEvents, before anything else: does any written document's rule emit events?

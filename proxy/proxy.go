@@ -3,7 +3,7 @@
 // Redis) or the upstream, forwards writes and invalidates what they touch, and passes
 // everything else through untouched and streamed.
 //
-// Promises (ARCHITECTURE.md, "Cache correctness"): once a write through any replica has
+// Promises (docs/ARCHITECTURE.md, "Cache correctness"): once a write through any replica has
 // been answered with success, no replica serves a cached read that predates it; a read
 // that began before a write finished is never stored as fresh; entries of scope user are
 // keyed by a hash of exactly the credentials the upstream will use (identity.go), and a

@@ -17,7 +17,7 @@ import (
 	"github.com/harvest-hub/edge/worker"
 )
 
-// The shared services the tests run against (see ARCHITECTURE.md, Tests).
+// The shared services the tests run against (see docs/ARCHITECTURE.md, "Tests").
 const (
 	brokerAddr = "127.0.0.1:5672"
 	redisAddr  = "127.0.0.1:6379"

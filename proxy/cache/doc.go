@@ -26,7 +26,7 @@
 // no network round trip. Bumps are broadcast on <prefix>invalidate; every replica
 // applies them and acknowledges, and Bump(…, WaitApplied) waits for those
 // acknowledgements, so once a write is answered no replica's L1 can still validate
-// an entry that predates it (ARCHITECTURE.md, contract point 1). While a replica is
+// an entry that predates it (docs/ARCHITECTURE.md, "Cache correctness", point 1). While a replica is
 // not subscribed its local table is not trusted; on (re)subscription it forgets the
 // table and starts a new epoch, and entries stamped in an earlier epoch never
 // validate again.
