@@ -43,9 +43,9 @@ bench: build dev-services ## benchmarks, printed side by side with their baselin
 
 FUZZTIME ?= 20s
 fuzz: ## run every fuzz target for FUZZTIME each (the seeds also run in make test)
-	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./proxy/classify/
-	$(GO) test -run '^$$' -fuzz '^FuzzKeyParams$$' -fuzztime $(FUZZTIME) ./proxy/classify/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxy/firestorepath/
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./classify/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeyParams$$' -fuzztime $(FUZZTIME) ./classify/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./firestorepath/
 	$(GO) test -run '^$$' -fuzz '^FuzzEntryUnmarshal$$' -fuzztime $(FUZZTIME) ./proxy/cache/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBump$$' -fuzztime $(FUZZTIME) ./proxy/cache/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./rules/

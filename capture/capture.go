@@ -50,10 +50,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/emitter"
 	"github.com/harvest-hub/edge/emitter/event"
 	"github.com/harvest-hub/edge/proxy/cache"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/rules"
 	"github.com/harvest-hub/edge/watch"
 )

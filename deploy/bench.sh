@@ -257,7 +257,7 @@ micro() { # micro TITLE PKG PATTERN [benchtime]
 say "Go micro-benchmarks and the emitter ratio"
 {
 	micro "rules (300 rules)" ./rules/ 'BenchmarkMatch'
-	micro "proxy/classify" ./proxy/classify/ 'BenchmarkClassify'
+	micro "classify" ./classify/ 'BenchmarkClassify'
 	micro "proxy/cache" ./proxy/cache/ 'BenchmarkL1Get|BenchmarkValid|BenchmarkLookupL1'
 	micro "proxy hit path (Handle, in process; L2 with 64 callers, L1 off)" ./proxy/ 'BenchmarkHitL1|BenchmarkHitL2'
 	micro "proxy/cache L2 (real Redis)" ./proxy/cache/ 'BenchmarkL2Get'

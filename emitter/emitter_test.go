@@ -19,10 +19,10 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/emitter/event"
 	"github.com/harvest-hub/edge/emitter/publisher"
 	"github.com/harvest-hub/edge/internal/testbed"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 

@@ -31,11 +31,11 @@ import (
 	"golang.org/x/oauth2/google"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/emitter"
 	"github.com/harvest-hub/edge/emitter/event"
 	"github.com/harvest-hub/edge/emitter/intent"
 	"github.com/harvest-hub/edge/proxy/apierror"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 

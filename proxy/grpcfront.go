@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/proxy/grpcrelay"
 )
 

@@ -26,8 +26,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/proxy/cache"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/proxy/grpcrelay"
 	"github.com/harvest-hub/edge/rules"
 )

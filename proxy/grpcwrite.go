@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/harvest-hub/edge/proxy/classify"
-	"github.com/harvest-hub/edge/proxy/firestorepath"
+	"github.com/harvest-hub/edge/classify"
+	"github.com/harvest-hub/edge/firestorepath"
 	"github.com/harvest-hub/edge/proxy/grpcrelay"
 )
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/classify"
 )
 
 // metrics are the proxy's own Prometheus series (the cache tiers register theirs), and

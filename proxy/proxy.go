@@ -33,10 +33,10 @@ import (
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/internal/connsplit"
 	"github.com/harvest-hub/edge/proxy/apierror"
 	"github.com/harvest-hub/edge/proxy/cache"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/proxy/upstream"
 	"github.com/harvest-hub/edge/rules"
 )

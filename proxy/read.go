@@ -9,8 +9,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/proxy/cache"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 

@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 

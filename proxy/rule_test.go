@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 

@@ -10,8 +10,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/proxy/apierror"
-	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 // write is the REST front of the write core (writecore.go): it admits the write

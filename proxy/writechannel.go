@@ -67,8 +67,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/proxy/apierror"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/proxy/upstream"
 	"github.com/harvest-hub/edge/proxy/webchannel"
 )

@@ -26,9 +26,9 @@ import (
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/proxy/apierror"
 	"github.com/harvest-hub/edge/proxy/cache"
-	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 // Caller is who a request acts as, whatever the front.

@@ -13,8 +13,8 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/internal/testbed"
-	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 // commitDirect commits writes straight to the emulator (as a gRPC front forwards a

@@ -16,8 +16,8 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/emitter/event"
-	"github.com/harvest-hub/edge/proxy/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 

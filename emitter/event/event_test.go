@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/harvest-hub/edge/proxy/classify"
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/rules"
 )
 

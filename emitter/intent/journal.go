@@ -29,8 +29,8 @@ import (
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/emitter/outbox"
-	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 // Intent is one write the proxy is about to forward.

@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/emitter/event"
-	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 // ClockSkew is how far the proxy's clock may be ahead of the upstream's: a document

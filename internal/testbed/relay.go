@@ -14,13 +14,13 @@ type Relay struct {
 	target string
 	ln     net.Listener
 
-	mu     sync.Mutex
-	cut    bool
+	mu      sync.Mutex
+	cut     bool
 	paused  bool
 	resume  chan struct{} // closed when a pause ends
 	latency time.Duration
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
 // NewRelay starts a relay to target ("127.0.0.1:6379") and closes it when the test ends.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harvest-hub/edge/classify"
 	"github.com/harvest-hub/edge/internal/testbed"
-	"github.com/harvest-hub/edge/proxy/classify"
 )
 
 const db = "projects/p/databases/(default)"

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
-	"github.com/harvest-hub/edge/proxy/firestorepath"
+	"github.com/harvest-hub/edge/firestorepath"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/timestamppb"

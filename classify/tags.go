@@ -1,6 +1,6 @@
 package classify
 
-import "github.com/harvest-hub/edge/proxy/firestorepath"
+import "github.com/harvest-hub/edge/firestorepath"
 
 // Tag prefixes. Every tag embeds the full resource name (or the database for groups),
 // so tags of different databases never meet.

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/harvest-hub/edge/proxy/firestorepath"
+	"github.com/harvest-hub/edge/firestorepath"
 )
 
 func FuzzClassify(f *testing.F) {

@@ -5,7 +5,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/harvest-hub/edge/proxy/firestorepath"
+	"github.com/harvest-hub/edge/firestorepath"
 )
 
 // FromProtoRead classifies a read that arrived as a protobuf request (the gRPC

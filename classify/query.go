@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/harvest-hub/edge/proxy/firestorepath"
+	"github.com/harvest-hub/edge/firestorepath"
 )
 
 // queryParam is one parameter of a query string, percent-decoded ('+' is a space).
