@@ -154,6 +154,9 @@ type want struct {
 	index    int               // the write's position in its request
 	fields   map[string]string // value fields that must be present, compact JSON ("" = any value)
 	auth     string            // the Authorization header sent ("": none, no authhash)
+	// rewritten: the same request writes the document again later, so this earlier
+	// write's id names its position (event.IndexedID).
+	rewritten bool
 }
 
 func (h *harness) expect(q *eventQueue, w want) delivery {
@@ -173,7 +176,10 @@ func (h *harness) expect(q *eventQueue, w want) delivery {
 		t.Fatalf("%s: time %q: %v", w.doc, d.ce.Time, err)
 	}
 	id := event.ID(h.name(w.doc), at) // the version's update time is the commit time here
-	if w.typ == "deleted" {
+	switch {
+	case w.rewritten:
+		id = event.IndexedID(h.name(w.doc), at, w.index)
+	case w.typ == "deleted":
 		id = event.DeleteID(h.name(w.doc), time.Time{}, at) // the deleted version is unknown (no old_value)
 	}
 	if d.ce.ID != id || d.messageID != id {

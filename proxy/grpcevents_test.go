@@ -69,7 +69,7 @@ func TestEventsFromEveryGRPCWriteKind(t *testing.T) {
 	}}); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
-	h.expect(q, want{typ: "created", doc: "products/c", index: 0, auth: owner, fields: map[string]string{"name": `{"stringValue":"corn"}`}})
+	h.expect(q, want{typ: "created", doc: "products/c", index: 0, rewritten: true, auth: owner, fields: map[string]string{"name": `{"stringValue":"corn"}`}})
 	h.expect(q, want{typ: "written", doc: "products/d", index: 1, auth: owner, fields: map[string]string{"name": `{"stringValue":"date"}`}})
 	h.expect(q, want{typ: "deleted", doc: "products/c", index: 2, auth: owner})
 

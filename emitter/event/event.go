@@ -169,7 +169,7 @@ func Build(in BuildInput) ([]Event, error) {
 		var id string
 		switch {
 		case lastIndexOf(last, dw.Name, dw.Index) != dw.Index:
-			id = indexedID(dw.Name, t, dw.Index)
+			id = IndexedID(dw.Name, t, dw.Index)
 		case typ == TypeDeleted:
 			// The version it deleted: the old document read first (events.old_value)
 			// or the update_time precondition the delete carried.
@@ -482,9 +482,9 @@ func lastIndexOf(last map[string]int, name string, index int) int {
 	return index
 }
 
-// indexedID tells apart the earlier writes of a document written more than once in
+// IndexedID tells apart the earlier writes of a document written more than once in
 // one request (only the last one's version is visible to anyone else).
-func indexedID(name string, t time.Time, index int) string {
+func IndexedID(name string, t time.Time, index int) string {
 	return hashID("w", name, stamp(t), strconv.Itoa(index))
 }
 

@@ -102,6 +102,9 @@ func jsDir() string {
 	return d
 }
 
+// npmInstall serialises nodeReady's check and install of js/node_modules.
+var npmInstall sync.Mutex
+
 // nodeReady finds node (20 or newer) and makes sure js/node_modules matches
 // js/package-lock.json, running `npm ci` only when it does not. It fails, naming what to
 // install, when Node or npm is missing.
@@ -122,6 +125,10 @@ func nodeReady(t *testing.T) string {
 	if major, _ := strconv.Atoi(m[1]); major < 20 {
 		t.Fatalf("node %s is too old; %s", bytes.TrimSpace(v), nodeHint)
 	}
+	// Parallel tests share js/node_modules: one of them installs while the others
+	// wait (concurrent npm ci runs delete each other's files).
+	npmInstall.Lock()
+	defer npmInstall.Unlock()
 	if stale := staleModules(jsDir()); stale != "" {
 		npm, err := exec.LookPath("npm")
 		if err != nil {

@@ -29,6 +29,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,6 +113,11 @@ func Ready(t testing.TB) string {
 	if err != nil {
 		t.Fatal("node not found on PATH: install Node.js 20 or newer with npm (deploy/dev-services.sh)")
 	}
+	// The suite runs from two test binaries at once (this package and nginx/): one
+	// installs while the other waits on a lock file (concurrent npm ci runs delete
+	// each other's files).
+	unlock := lockDir(t, Dir())
+	defer unlock()
 	if stale := staleModules(Dir()); stale != "" {
 		npm, err := exec.LookPath("npm")
 		if err != nil {
@@ -130,6 +136,21 @@ func Ready(t testing.TB) string {
 		}
 	}
 	return node
+}
+
+// lockDir takes an exclusive flock on dir/.npm-install.lock (created if missing) and
+// returns its release.
+func lockDir(t testing.TB, dir string) (unlock func()) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, ".npm-install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("npm install lock: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("npm install lock: %v", err)
+	}
+	return func() { f.Close() } // closing releases the lock
 }
 
 // staleModules returns why dir/node_modules does not hold exactly the versions of
