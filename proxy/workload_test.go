@@ -10,6 +10,8 @@ import (
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 // TestRandomWorkloadHasNoStaleReads runs concurrent writers and readers over two
@@ -31,7 +33,7 @@ func TestRandomWorkloadHasNoStaleReads(t *testing.T) {
 // Redis refuses is retried until it lands before it is answered, and a write waits for
 // the slow replica's acknowledgement.
 func TestRandomWorkloadUnderRedisFaultsHasNoStaleReads(t *testing.T) {
-	addr, admin := privateRedis(t)
+	addr, admin := testbed.PrivateRedis(t)
 	h := newHarness(t, setup{replicas: 1, redis: addr, cache: []string{"invalidation_lease: 2s"}})
 	_, relay := slowReplica(h, addr)
 	stop := make(chan struct{})

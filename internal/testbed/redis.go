@@ -2,6 +2,9 @@ package testbed
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -49,4 +52,41 @@ func RedisPrefix(t testing.TB, name string) string {
 		}
 	})
 	return prefix
+}
+
+// PrivateRedis starts a redis-server of the test's own on a free loopback port (so
+// the test may make it refuse commands without touching the shared one) and stops it
+// when the test ends. It returns its address and an admin client.
+func PrivateRedis(t testing.TB) (string, *redis.Client) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redis-server (deploy/dev-services.sh installs it): %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { admin.Close() })
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := admin.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return addr, admin
+		}
+		if i > 100 {
+			t.Fatalf("private redis-server on %s never answered: %v", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

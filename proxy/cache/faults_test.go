@@ -64,7 +64,7 @@ func TestRefusedBumpInvalidatesLocallyUntilReplayed(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			addr, admin := privateRedis(t)
+			addr, admin := testbed.PrivateRedis(t)
 			tr := newTiersLease(t, testClient(t, addr, 300*time.Millisecond), "t:", time.Second)
 			k, tags := key("GET p1"), []string{tagP1, tagAll}
 			other := key("GET p2")
@@ -120,7 +120,7 @@ func TestRefusedBumpInvalidatesLocallyUntilReplayed(t *testing.T) {
 // tag once Redis is back: never widened into a purge of the whole database.
 func TestRefusedBigBumpIsNeverWidenedToTheDatabase(t *testing.T) {
 	ctx := context.Background()
-	addr, admin := privateRedis(t)
+	addr, admin := testbed.PrivateRedis(t)
 	g, err := NewGenerations(GenerationsOptions{
 		Redis: testClient(t, addr, time.Second), Prefix: "t:", Timeout: time.Second,
 		Lease: 300 * time.Millisecond, HealthInterval: 50 * time.Millisecond,
