@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 // nodeHint says what to install when Node or npm is missing.
@@ -102,9 +104,6 @@ func jsDir() string {
 	return d
 }
 
-// npmInstall serialises nodeReady's check and install of js/node_modules.
-var npmInstall sync.Mutex
-
 // nodeReady finds node (20 or newer) and makes sure js/node_modules matches
 // js/package-lock.json, running `npm ci` only when it does not. It fails, naming what to
 // install, when Node or npm is missing.
@@ -125,63 +124,6 @@ func nodeReady(t *testing.T) string {
 	if major, _ := strconv.Atoi(m[1]); major < 20 {
 		t.Fatalf("node %s is too old; %s", bytes.TrimSpace(v), nodeHint)
 	}
-	// Parallel tests share js/node_modules: one of them installs while the others
-	// wait (concurrent npm ci runs delete each other's files).
-	npmInstall.Lock()
-	defer npmInstall.Unlock()
-	if stale := staleModules(jsDir()); stale != "" {
-		npm, err := exec.LookPath("npm")
-		if err != nil {
-			t.Fatalf("js/node_modules needs installing (%s) but npm is not on PATH: %s", stale, nodeHint)
-		}
-		t.Logf("js/node_modules: %s; running npm ci", stale)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-		cmd.Dir = jsDir()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s: %v\n%s", jsDir(), err, clip(string(out), 4000))
-		}
-		if stale := staleModules(jsDir()); stale != "" {
-			t.Fatalf("after npm ci, js/node_modules still does not match the lock: %s", stale)
-		}
-	}
+	testbed.NodeModules(t, jsDir())
 	return node
-}
-
-// staleModules returns why dir/node_modules does not hold exactly the versions of
-// dir/package-lock.json, or "" when it does.
-func staleModules(dir string) string {
-	data, err := os.ReadFile(filepath.Join(dir, "package-lock.json"))
-	if err != nil {
-		return "no package-lock.json: " + err.Error()
-	}
-	var lock struct {
-		Packages map[string]struct {
-			Version  string `json:"version"`
-			Optional bool   `json:"optional"`
-		} `json:"packages"`
-	}
-	if err := json.Unmarshal(data, &lock); err != nil {
-		return "unreadable package-lock.json: " + err.Error()
-	}
-	for path, p := range lock.Packages {
-		if path == "" {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, path, "package.json"))
-		if err != nil {
-			if p.Optional {
-				continue
-			}
-			return path + " is missing"
-		}
-		var got struct {
-			Version string `json:"version"`
-		}
-		if json.Unmarshal(b, &got) != nil || got.Version != p.Version {
-			return fmt.Sprintf("%s is %q, the lock wants %q", path, got.Version, p.Version)
-		}
-	}
-	return ""
 }

@@ -20,7 +20,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -29,7 +28,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -113,81 +111,8 @@ func Ready(t testing.TB) string {
 	if err != nil {
 		t.Fatal("node not found on PATH: install Node.js 20 or newer with npm (deploy/dev-services.sh)")
 	}
-	// The suite runs from two test binaries at once (this package and nginx/): one
-	// installs while the other waits on a lock file (concurrent npm ci runs delete
-	// each other's files).
-	unlock := lockDir(t, Dir())
-	defer unlock()
-	if stale := staleModules(Dir()); stale != "" {
-		npm, err := exec.LookPath("npm")
-		if err != nil {
-			t.Fatalf("%s/node_modules needs installing (%s) but npm is not on PATH", Dir(), stale)
-		}
-		t.Logf("browser suite node_modules: %s; running npm ci", stale)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-		cmd.Dir = Dir()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s: %v\n%s", Dir(), err, clip(string(out), 4000))
-		}
-		if stale := staleModules(Dir()); stale != "" {
-			t.Fatalf("after npm ci, node_modules still does not match the lock: %s", stale)
-		}
-	}
+	testbed.NodeModules(t, Dir())
 	return node
-}
-
-// lockDir takes an exclusive flock on dir/.npm-install.lock (created if missing) and
-// returns its release.
-func lockDir(t testing.TB, dir string) (unlock func()) {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(dir, ".npm-install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatalf("npm install lock: %v", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("npm install lock: %v", err)
-	}
-	return func() { f.Close() } // closing releases the lock
-}
-
-// staleModules returns why dir/node_modules does not hold exactly the versions of
-// dir/package-lock.json, or "" when it does.
-func staleModules(dir string) string {
-	data, err := os.ReadFile(filepath.Join(dir, "package-lock.json"))
-	if err != nil {
-		return "no package-lock.json: " + err.Error()
-	}
-	var lock struct {
-		Packages map[string]struct {
-			Version  string `json:"version"`
-			Optional bool   `json:"optional"`
-		} `json:"packages"`
-	}
-	if err := json.Unmarshal(data, &lock); err != nil {
-		return "unreadable package-lock.json: " + err.Error()
-	}
-	for path, p := range lock.Packages {
-		if path == "" {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, path, "package.json"))
-		if err != nil {
-			if p.Optional {
-				continue
-			}
-			return path + " is missing"
-		}
-		var got struct {
-			Version string `json:"version"`
-		}
-		if json.Unmarshal(b, &got) != nil || got.Version != p.Version {
-			return fmt.Sprintf("%s is %q, the lock wants %q", path, got.Version, p.Version)
-		}
-	}
-	return ""
 }
 
 // Execute runs every page in one Chromium, in parallel, and returns their results by
