@@ -123,7 +123,11 @@ func TestGRPCClientDisconnectLeaksNoGoroutine(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.put("products/p", `{"v":{"stringValue":"x"}}`)
 	addr := strings.TrimPrefix(h.replicas[0].url, "http://")
+	inflight := &h.replicas[0].m.inflightN
 	round := func() {
+		// The previous round's calls end after their client went away: counting from
+		// a still-ending call would miss one of this round's.
+		waitFor(t, "the previous round's calls to end", func() bool { return inflight.Load() == 0 })
 		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -142,7 +146,7 @@ func TestGRPCClientDisconnectLeaksNoGoroutine(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.meter.SetLatency(time.Minute)
-		open := h.replicas[0].m.inflightN.Load() // the Listen and Write streams, and any call still ending
+		open := inflight.Load() // the Listen and Write streams
 		done := make(chan struct{}, 2)
 		go func() {
 			c.BeginTransaction(ctx, &firestorepb.BeginTransactionRequest{Database: h.database()})
@@ -153,7 +157,7 @@ func TestGRPCClientDisconnectLeaksNoGoroutine(t *testing.T) {
 			done <- struct{}{}
 		}()
 		waitFor(t, "both slow calls to be open on the proxy", func() bool {
-			return h.replicas[0].m.inflightN.Load() >= open+2
+			return inflight.Load() >= open+2
 		})
 		cc.Close() // the client goes away with four calls open
 		<-done
