@@ -63,7 +63,8 @@ type bed struct {
 
 // newBed starts a hub whose upstream is the emulator behind a meter (so upstream Listen
 // streams are counted), served by an in-process gRPC server.
-func newBed(t *testing.T, cfg fanout.Config) *bed {
+// tokenFile, when given, replaces the proxy's own "Bearer owner" upstream.
+func newBed(t *testing.T, cfg fanout.Config, tokenFile ...string) *bed {
 	t.Helper()
 	emu := testbed.Emulator(t)
 	b := &bed{emu: emu, proj: emu.NewProject(t)}
@@ -71,7 +72,11 @@ func newBed(t *testing.T, cfg fanout.Config) *bed {
 	b.meter = testbed.NewMeter(t, emu.URL)
 	up := b.meter.URL()
 	if cfg.Conn == nil {
-		conn, err := watch.Dial(context.Background(), watch.DialOptions{URL: up})
+		o := watch.DialOptions{URL: up}
+		if len(tokenFile) > 0 {
+			o.TokenFile = tokenFile[0]
+		}
+		conn, err := watch.Dial(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
