@@ -451,3 +451,25 @@ func eventually(t testing.TB, msg string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func dialWatch(url string) (*grpc.ClientConn, error) {
+	return watch.Dial(context.Background(), watch.DialOptions{URL: url})
+}
+
+// startHub serves a hub of cfg on an in-process gRPC server.
+func startHub(t *testing.T, cfg fanout.Config) (*fanout.Hub, string) {
+	t.Helper()
+	hub, err := fanout.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	firestorepb.RegisterFirestoreServer(srv, &front{hub: hub})
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Stop(); hub.Close() })
+	return hub, ln.Addr().String()
+}
