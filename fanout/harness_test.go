@@ -218,6 +218,7 @@ type listener struct {
 	tokens   map[int32][]byte
 	removed  map[int32]*firestorepb.TargetChange
 	readTime time.Time
+	latest   map[int32]string // the last snapshot
 	log      []*firestorepb.ListenResponse
 	snaps    chan map[int32]string // at each consistent snapshot: the current targets' states
 	err      error
@@ -353,6 +354,7 @@ func (l *listener) apply(resp *firestorepb.ListenResponse) {
 					snap[tid] = render(docs)
 				}
 			}
+			l.latest = snap
 			l.snaps <- snap
 		}
 	}
@@ -373,6 +375,12 @@ func render(docs map[string]string) string {
 func (l *listener) waitState(tid int32, want string) []string {
 	l.t.Helper()
 	var seen []string
+	l.mu.Lock()
+	got, ok := l.latest[tid]
+	l.mu.Unlock()
+	if ok && got == want { // reached while waiting for another target
+		return []string{want}
+	}
 	timeout := time.After(20 * time.Second)
 	for {
 		select {

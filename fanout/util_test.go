@@ -5,4 +5,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-func protoClone(t *firestorepb.Target) *firestorepb.Target { return proto.Clone(t).(*firestorepb.Target) }
+func protoClone(t *firestorepb.Target) *firestorepb.Target {
+	return proto.Clone(t).(*firestorepb.Target)
+}
