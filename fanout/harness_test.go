@@ -378,8 +378,14 @@ func (l *listener) waitState(tid int32, want string) []string {
 	l.mu.Lock()
 	got, ok := l.latest[tid]
 	l.mu.Unlock()
-	if ok && got == want { // reached while waiting for another target
-		return []string{want}
+	if ok && got == want { // reached while waiting for another target: older snapshots are moot
+		for {
+			select {
+			case <-l.snaps:
+			default:
+				return []string{want}
+			}
+		}
 	}
 	timeout := time.After(20 * time.Second)
 	for {

@@ -50,6 +50,36 @@ type Config struct {
 
 // Hub serves clients' Listen streams from shared views. Create it with New; Serve is a
 // Handler. Close stops every view once the fronts stopped calling Serve.
+//
+// Promises:
+//   - One upstream Listen target (a view) per canonical target, database and scope
+//     (Shared: the proxy's credentials; PerCaller: per Caller.Identity, with that
+//     caller's metadata). It lives while any client target uses it, plus Linger; a
+//     client arriving meanwhile is served from it with no upstream read.
+//   - Each client target gets what Firestore sends: ADD; once the view is current its
+//     documents, CURRENT with a resume token, a global NO_CHANGE with a read time; then
+//     per upstream snapshot the changes, a NO_CHANGE with a new token, the global read
+//     time. Global read times never go backwards on a client stream. REMOVE answers
+//     removeTarget; a once target is removed after its first snapshot.
+//   - Resume tokens are the hub's own. A client resuming with one the view minted gets
+//     exactly what changed since (changes, deletions, removals); any other token or a
+//     read time gets RESET then the full set, so nothing deleted meanwhile lingers.
+//   - Upstream breaks are resumed (watch.Watch); an upstream reset reaches clients as
+//     the difference, documents that left the target as removals, never a wrong or
+//     missing document. A target the upstream refuses for good (UNAUTHENTICATED,
+//     PERMISSION_DENIED, INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND) reaches each
+//     of its clients as REMOVE with the upstream's cause, and the view closes.
+//   - Bad client input ends the stream with INVALID_ARGUMENT, never echoing it.
+//   - Bounded: a client stream that ends frees its targets and goroutines; a client
+//     more than ClientQueue messages behind is ended with RESOURCE_EXHAUSTED, so a
+//     view never waits for a client.
+//
+// Consistency across targets: each view is consistent on its own; a client stream
+// holding targets of several views gets each view's snapshots as they come, with a
+// global read time that is the latest the stream was sent.
+//
+// Serve may return while a Send to a client that stopped reading is still blocked in
+// the front; that Send must fail once the front ends the stream (gRPC does).
 type Hub struct {
 	cfg    Config
 	log    *slog.Logger

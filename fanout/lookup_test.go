@@ -100,11 +100,8 @@ func TestLookupQueryOrdersAsFirestore(t *testing.T) {
 		l := listen(t, conn, b.db, "")
 		l.add(tid, b.query(mk()))
 		want := b.runQuery(t, mk())
-		wantSet := slices.Clone(want)
-		slices.Sort(wantSet)
-		var rendered []string
-		for _, w := range wantSet {
-			rendered = append(rendered, w+"=<no v>")
+		if len(want) < 7 {
+			t.Fatalf("%s: the emulator answered %q: too few documents to tell orders apart", name, want)
 		}
 		eventually(t, name+": the view did not become current", func() bool {
 			_, _, ok := b.hub.LookupQuery(b.db, b.db+"/documents", mk(), fanout.SharedScope)
