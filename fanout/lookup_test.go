@@ -66,9 +66,9 @@ func TestLookupQueryOrdersAsFirestore(t *testing.T) {
 		"str": `{"stringValue":"b"}`, "strA": `{"stringValue":"B"}`, "uni": `{"stringValue":"é"}`, "bytes": `{"bytesValue":"AAE="}`,
 		"ref1": `{"referenceValue":"projects/` + b.proj + `/databases/(default)/documents/a/b"}`,
 		"ref2": `{"referenceValue":"projects/` + b.proj + `/databases/(default)/documents/a-x/b"}`,
-		"geo": `{"geoPointValue":{"latitude":1,"longitude":2}}`, "arr": `{"arrayValue":{"values":[{"integerValue":"1"}]}}`,
+		"geo":  `{"geoPointValue":{"latitude":1,"longitude":2}}`, "arr": `{"arrayValue":{"values":[{"integerValue":"1"}]}}`,
 		"arr2": `{"arrayValue":{"values":[{"integerValue":"1"},{"nullValue":null}]}}`,
-		"map": `{"mapValue":{"fields":{"a":{"integerValue":"1"}}}}`, "map2": `{"mapValue":{"fields":{"a":{"integerValue":"0"},"b":{"integerValue":"0"}}}}`,
+		"map":  `{"mapValue":{"fields":{"a":{"integerValue":"1"}}}}`, "map2": `{"mapValue":{"fields":{"a":{"integerValue":"0"},"b":{"integerValue":"0"}}}}`,
 	}
 	i := 0
 	for name, v := range values {
