@@ -50,7 +50,7 @@ func Dial(ctx context.Context, o DialOptions) (*grpc.ClientConn, error) {
 	case "http":
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if o.TokenFile == "" {
-			opts = append(opts, grpc.WithPerRPCCredentials(staticToken{token: EmulatorToken}))
+			opts = append(opts, grpc.WithPerRPCCredentials(proxyCredentials{staticToken{token: EmulatorToken}}))
 		}
 	case "https":
 		if u.Port() == "" {
@@ -62,19 +62,42 @@ func Dial(ctx context.Context, o DialOptions) (*grpc.ClientConn, error) {
 			if err != nil {
 				return nil, fmt.Errorf("watch: application default credentials: %w", err)
 			}
-			opts = append(opts, grpc.WithPerRPCCredentials(oauth.TokenSource{TokenSource: ts}))
+			opts = append(opts, grpc.WithPerRPCCredentials(proxyCredentials{oauth.TokenSource{TokenSource: ts}}))
 		}
 	default:
 		return nil, errors.New("watch: upstream URL scheme must be http or https")
 	}
 	if o.TokenFile != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(fileToken{path: o.TokenFile, secure: u.Scheme == "https"}))
+		opts = append(opts, grpc.WithPerRPCCredentials(proxyCredentials{fileToken{path: o.TokenFile, secure: u.Scheme == "https"}}))
 	}
 	conn, err := grpc.NewClient("passthrough:///"+host, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("watch: dial upstream: %w", err)
 	}
 	return conn, nil
+}
+
+// callerCredentialsKey marks a call's context: the call carries a client's own
+// credentials in its outgoing metadata, and the proxy's must stay out of it.
+type callerCredentialsKey struct{}
+
+// WithCallerCredentials marks ctx so that calls made with it on a connection from Dial
+// present only the credentials in ctx's outgoing metadata (a client's, for targets
+// listened on its behalf), never the proxy's own: gRPC would otherwise send both
+// authorization headers.
+func WithCallerCredentials(ctx context.Context) context.Context {
+	return context.WithValue(ctx, callerCredentialsKey{}, true)
+}
+
+// proxyCredentials are the proxy's own per-call credentials, withheld from calls marked
+// WithCallerCredentials.
+type proxyCredentials struct{ credentials.PerRPCCredentials }
+
+func (p proxyCredentials) GetRequestMetadata(ctx context.Context, uri ...string) (map[string]string, error) {
+	if ctx.Value(callerCredentialsKey{}) != nil {
+		return nil, nil
+	}
+	return p.PerRPCCredentials.GetRequestMetadata(ctx, uri...)
 }
 
 // staticToken sends one bearer token (the emulator's "owner") on cleartext connections.
@@ -108,4 +131,5 @@ func (f fileToken) RequireTransportSecurity() bool { return f.secure }
 var (
 	_ credentials.PerRPCCredentials = staticToken{}
 	_ credentials.PerRPCCredentials = fileToken{}
+	_ credentials.PerRPCCredentials = proxyCredentials{}
 )

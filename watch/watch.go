@@ -14,7 +14,8 @@
 //   - The view advances only when OnSnapshot returns nil. On an error the stream is
 //     dropped and resumed from the last accepted snapshot, so its changes are reported
 //     again: delivery is at least once.
-//   - A broken stream reconnects with backoff and the last accepted resume token. When
+//   - A broken stream reconnects with backoff and the last accepted resume token, unless
+//     Config.Stop says the error is final (a refused credential): Run then returns it. When
 //     the upstream cannot resume (it refuses the token, sends RESET, or an
 //     ExistenceFilter count disagrees with the view) the Watch listens again from
 //     scratch and reports the difference between the view it had and the complete new
@@ -124,6 +125,11 @@ type Config struct {
 	// OnSnapshot receives each consistent snapshot. A non-nil error drops the stream
 	// and resumes from the previous accepted snapshot after a backoff.
 	OnSnapshot func(ctx context.Context, s *Snapshot) error
+	// Stop, when set, is asked about each error that ends a stream (the stream's
+	// status, or a TargetChange REMOVE's cause, wrapped): true ends Run with that error
+	// instead of reconnecting. The fan-out stops on UNAUTHENTICATED and
+	// PERMISSION_DENIED; change capture keeps retrying.
+	Stop func(error) bool
 	// MinBackoff and MaxBackoff bound reconnection delays. Defaults 250ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
 	// Log receives reconnects and resets; nil discards.
@@ -197,7 +203,8 @@ func (w *Watch) Stats() Stats {
 // errReset ends a stream whose view cannot be trusted: listen again from scratch.
 var errReset = errors.New("watch: reset")
 
-// Run listens until ctx ends, reconnecting as needed; it returns ctx's error.
+// Run listens until ctx ends, reconnecting as needed; it returns ctx's error, or the
+// error Config.Stop found final.
 func (w *Watch) Run(ctx context.Context) error {
 	backoff := w.cfg.MinBackoff
 	for first := true; ; first = false {
@@ -215,6 +222,9 @@ func (w *Watch) Run(ctx context.Context) error {
 			w.log.Warn("watch reset: listening again from scratch", "database", w.cfg.Database, "reason", errors.Unwrap(err))
 			backoff = w.cfg.MinBackoff
 			continue // at once: the stream itself is fine
+		}
+		if w.cfg.Stop != nil && w.cfg.Stop(err) {
+			return err
 		}
 		if time.Since(began) > 10*w.cfg.MinBackoff {
 			backoff = w.cfg.MinBackoff // it ran a while: a fresh failure
