@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/harvest-hub/edge/fanout"
 	"github.com/harvest-hub/edge/proxy/cache"
 )
 
@@ -59,6 +60,7 @@ type Stats struct {
 	Reloads     uint64           `json:"rules_reloads"`
 	ReloadFails uint64           `json:"rules_reload_failures"`
 	LastError   string           `json:"rules_last_error,omitempty"`
+	Listen      fanout.Stats     `json:"listen"` // the Listen fan-out
 }
 
 // Stats summarises the proxy's state.
@@ -74,6 +76,7 @@ func (p *Proxy) Stats() Stats {
 		Reloads:     rs.Reloads,
 		ReloadFails: rs.Failures,
 		LastError:   rs.LastError,
+		Listen:      p.hub.Stats(),
 	}
 	if p.tiers.L1 != nil {
 		s.L1Entries, s.L1Bytes, s.L1MaxBytes = p.tiers.L1.Len(), p.tiers.L1.Bytes(), p.tiers.L1.MaxBytes()

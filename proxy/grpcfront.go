@@ -88,6 +88,8 @@ func (p *Proxy) serveGRPC(_ any, ss grpc.ServerStream) error {
 		return p.grpcUnaryWrite(ss, method, op, id)
 	case classify.WriteChannel:
 		return p.grpcWriteStream(ss, method, id)
+	case classify.Listen:
+		return p.grpcListen(ss, id)
 	}
 	return p.grpcBypass(ss, method, op, nil)
 }

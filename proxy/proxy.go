@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/harvest-hub/edge/classify"
+	"github.com/harvest-hub/edge/fanout"
 	"github.com/harvest-hub/edge/internal/connsplit"
 	"github.com/harvest-hub/edge/proxy/apierror"
 	"github.com/harvest-hub/edge/proxy/cache"
@@ -73,6 +74,14 @@ type Proxy struct {
 	// grpcUp is its upstream connection.
 	grpcServer *grpc.Server
 	grpcUp     *grpc.ClientConn
+
+	// The Listen fan-out (listen.go): every client Listen stream is served by
+	// listenHandler (the hub's Serve) until it ends or listenCtx does (the proxy drains).
+	hub           *fanout.Hub
+	listenConn    *lazyConn
+	listenHandler fanout.Handler
+	listenCtx     context.Context
+	stopListen    context.CancelFunc
 }
 
 // New builds a Proxy from resolved options. It dials nothing yet but Redis (whose
@@ -133,6 +142,13 @@ func New(o Options) (*Proxy, error) {
 		tiers.Close()
 		return nil, err
 	}
+	if p.hub, err = p.newHub(); err != nil {
+		tiers.Close()
+		p.grpcUp.Close()
+		return nil, fmt.Errorf("proxy: fan-out: %w", err)
+	}
+	p.listenHandler = p.hub.Serve
+	p.listenCtx, p.stopListen = context.WithCancel(context.Background())
 	return p, nil
 }
 
@@ -190,6 +206,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-errc:
 	}
 	p.draining.Store(true)
+	p.stopListen() // Listen streams never end by themselves: end them now, clients reconnect elsewhere
 	grace := p.rules.Current().Server.ShutdownGrace
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -207,6 +224,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	split.Close()
 	p.grpcUp.Close()
+	p.hub.Close()
+	p.listenConn.Close()
 	if p.admin != nil {
 		p.admin.Shutdown(sctx)
 	}

@@ -19,6 +19,7 @@ type Config struct {
 	Upstream Upstream `yaml:"upstream"`
 	Server   Server   `yaml:"server"`
 	Cache    Cache    `yaml:"cache"`
+	Listen   Listen   `yaml:"listen"`
 	Events   Events   `yaml:"events"`
 	Worker   Worker   `yaml:"worker"`
 	Rules    []Rule   `yaml:"rules"`
@@ -84,6 +85,22 @@ type Cache struct {
 	// while it has heard from the bus within this bound, and a write waits for every
 	// replica's acknowledgement at most this long before it is answered. Default 1s.
 	InvalidationLease time.Duration `yaml:"invalidation_lease"`
+}
+
+// Listen configures the Listen fan-out (package fanout): clients' Listen streams
+// (onSnapshot, and the full SDK's getDoc/getDocs) served from one upstream target per
+// distinct target under scope: shared rules (per caller under scope: user).
+type Listen struct {
+	// Linger keeps an upstream target listened after its last client left, so a page
+	// navigation or a reconnect reuses it with no upstream read. Default 30s; 0 closes
+	// it at once.
+	Linger time.Duration `yaml:"linger"`
+	// ClientQueue bounds the messages waiting for one slow client stream; a client
+	// further behind is ended with RESOURCE_EXHAUSTED (the SDKs reconnect) so it never
+	// holds a shared target back. Default 4096.
+	ClientQueue int `yaml:"client_queue"`
+	// MaxClientTargets bounds the targets one client stream holds at once. Default 1000.
+	MaxClientTargets int `yaml:"max_client_targets"`
 }
 
 // Events configures event emission from the proxy.

@@ -26,6 +26,11 @@ func Defaults() *Config {
 
 			InvalidationLease: time.Second,
 		},
+		Listen: Listen{
+			Linger:           30 * time.Second,
+			ClientQueue:      4096,
+			MaxClientTargets: 1000,
+		},
 		Events: Events{
 			Exchange:       "firestore.events",
 			OutboxDir:      "./data/outbox",

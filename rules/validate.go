@@ -16,6 +16,15 @@ func (d *decoder) validate(cfg *Config) {
 	if cfg.Cache.InvalidationLease <= 0 {
 		d.errorf(d.lineOf(&cfg.Cache, "invalidation_lease"), "cache.invalidation_lease: must be more than 0 (with Redis, L1 would never be trusted; l1_max_bytes: 0 turns L1 off)")
 	}
+	if cfg.Listen.Linger < 0 {
+		d.errorf(d.lineOf(&cfg.Listen, "linger"), "listen.linger: must not be negative (0 closes an upstream target as its last client leaves)")
+	}
+	if cfg.Listen.ClientQueue < 1 {
+		d.errorf(d.lineOf(&cfg.Listen, "client_queue"), "listen.client_queue: must be at least 1")
+	}
+	if cfg.Listen.MaxClientTargets < 1 {
+		d.errorf(d.lineOf(&cfg.Listen, "max_client_targets"), "listen.max_client_targets: must be at least 1")
+	}
 	d.validateRules(cfg.Rules)
 	d.validateHandlers(cfg.Worker.Handlers)
 	d.validateCapture(cfg)
