@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harvest-hub/edge/proxy/grpcrelay"
@@ -37,23 +39,38 @@ import (
 type listenCounts struct {
 	documents int64
 	targets   int64
+	byAuth    map[string]int64 // targets by the Authorization they were added with
 }
 
 // channelSessions remembers, per WebChannel session id, the last backchannel array
-// and forward-channel map counted.
+// and forward-channel map counted, and the Authorization the session was opened with
+// (the SDK sends it once, in the opening POST's "headers" field).
 type channelSessions struct {
 	mu        sync.Mutex
 	lastArray map[string]int64
 	lastMap   map[string]int64
+	auth      map[string]string
 }
 
-func (m *Meter) addListen(documents, targets int64) {
-	if documents == 0 && targets == 0 {
+func (m *Meter) addListen(documents int64) {
+	if documents == 0 {
 		return
 	}
 	m.mu.Lock()
 	m.listen.documents += documents
-	m.listen.targets += targets
+	m.mu.Unlock()
+}
+
+func (m *Meter) addListenTargets(n int64, auth string) {
+	if n == 0 {
+		return
+	}
+	m.mu.Lock()
+	m.listen.targets += n
+	if m.listen.byAuth == nil {
+		m.listen.byAuth = map[string]int64{}
+	}
+	m.listen.byAuth[auth] += n
 	m.mu.Unlock()
 }
 
@@ -79,7 +96,11 @@ func (s listenStream) RecvMsg(v any) error {
 	if f, ok := v.(*grpcrelay.Frame); ok && err == nil {
 		var req firestorepb.ListenRequest
 		if proto.Unmarshal(f.Bytes, &req) == nil && req.GetAddTarget() != nil {
-			s.m.addListen(0, 1)
+			auth := ""
+			if md, ok := metadata.FromIncomingContext(s.Context()); ok {
+				auth = strings.Join(md.Get("authorization"), ", ")
+			}
+			s.m.addListenTargets(1, auth)
 		}
 	}
 	return err
@@ -89,17 +110,24 @@ func (s listenStream) RecvMsg(v any) error {
 func (m *Meter) countListenResponse(_ string, msg []byte) {
 	var r firestorepb.ListenResponse
 	if proto.Unmarshal(msg, &r) == nil {
-		m.addListen(listenResponseDocuments(&r), 0)
+		m.addListen(listenResponseDocuments(&r))
 	}
 }
 
 // countListenForward counts the add_target requests of a WebChannel forward-channel
-// POST body sent on session sid ("" for the session-opening POST).
-func (m *Meter) countListenForward(sid string, body []byte) {
+// POST body sent on session sid ("" for the session-opening POST) with HTTP header
+// auth, and returns the Authorization the session presents (the opening POST's
+// "headers" field, or what the session was opened with).
+func (m *Meter) countListenForward(sid, auth string, body []byte) string {
 	fwd, err := webchannel.ParseForward(body)
 	if err != nil {
 		m.log.Warn("Listen channel: cannot parse a forward-channel body; its targets are not counted", "err", err)
-		return
+		return auth
+	}
+	if a := fwd.Headers.Get("Authorization"); a != "" {
+		auth = a
+	} else if sid != "" {
+		auth = m.channels.authOf(sid, auth)
 	}
 	var targets int64
 	for _, mp := range fwd.Maps {
@@ -111,7 +139,24 @@ func (m *Meter) countListenForward(sid string, body []byte) {
 			targets++
 		}
 	}
-	m.addListen(0, targets)
+	m.addListenTargets(targets, auth)
+	return auth
+}
+
+// authOf is the Authorization session sid was opened with, else fallback.
+func (c *channelSessions) authOf(sid, fallback string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a, ok := c.auth[sid]; ok {
+		return a
+	}
+	return fallback
+}
+
+func (c *channelSessions) opened(sid, auth string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.auth[sid] = auth
 }
 
 func (c *channelSessions) firstMap(sid string, id int64) bool {
@@ -142,17 +187,18 @@ type countingBody struct {
 	io.ReadCloser
 	m     *Meter
 	sid   string // "" until the session-opening answer names it
+	auth  string // what the session presents, remembered when it opens
 	split webchannel.Splitter
 }
 
-func (m *Meter) countingListenChannel(resp *http.Response, sid string) {
+func (m *Meter) countingListenChannel(resp *http.Response, sid, auth string) {
 	if enc := resp.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
 		// Never seen from the emulator; a meter that silently counted nothing would let
 		// a fan-out bound pass, so say it loudly.
 		m.log.Error("Listen channel answer is encoded; its documents are NOT counted", "encoding", enc)
 		return
 	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, m: m, sid: sid}
+	resp.Body = &countingBody{ReadCloser: resp.Body, m: m, sid: sid, auth: auth}
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
@@ -176,6 +222,7 @@ func (b *countingBody) count(chunk []byte) {
 	if b.sid == "" {
 		if sid, ok := webchannel.SessionID(entries); ok {
 			b.sid = sid
+			b.m.channels.opened(sid, b.auth)
 		}
 	}
 	var docs int64
@@ -192,5 +239,5 @@ func (b *countingBody) count(chunk []byte) {
 			docs += listenResponseDocuments(&r)
 		}
 	}
-	b.m.addListen(docs, 0)
+	b.m.addListen(docs)
 }

@@ -81,6 +81,9 @@ type Counts struct {
 	// ListenTargets is the number of targets added upstream (add_target requests of
 	// Listen streams and channels).
 	ListenTargets int64
+	// ListenTargetsByAuth is ListenTargets by the Authorization the stream or channel
+	// session presented upstream ("" for none).
+	ListenTargetsByAuth map[string]int64
 }
 
 // NewMeter starts a meter on a free loopback port in front of upstreamURL
@@ -100,7 +103,7 @@ func NewMeter(t testing.TB, upstreamURL string) *Meter {
 		ln:        &meterListener{Listener: inner, conns: map[net.Conn]struct{}{}},
 		log:       slog.Default().With("component", "testbed.meter"),
 		requests:  map[string]int64{},
-		channels:  channelSessions{lastArray: map[string]int64{}, lastMap: map[string]int64{}},
+		channels:  channelSessions{lastArray: map[string]int64{}, lastMap: map[string]int64{}, auth: map[string]string{}},
 		transport: newChannelTransport(),
 	}
 	m.proxy = &httputil.ReverseProxy{
@@ -142,7 +145,8 @@ func (m *Meter) Snapshot() Counts {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := Counts{Requests: maps.Clone(m.requests), BilledReads: m.billed, Injected: m.injected,
-		ListenDocuments: m.listen.documents, ListenTargets: m.listen.targets}
+		ListenDocuments: m.listen.documents, ListenTargets: m.listen.targets,
+		ListenTargetsByAuth: maps.Clone(m.listen.byAuth)}
 	for _, n := range m.requests {
 		c.Total += n
 	}
@@ -207,6 +211,7 @@ type exchange struct {
 	method       string
 	countAliases map[string]bool // runAggregationQuery: aliases of count() aggregations
 	listenSID    string          // Listen channel: the WebChannel session ("" when opening one)
+	listenAuth   string          // Listen channel: the Authorization the session presents
 }
 
 func (m *Meter) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -242,6 +247,7 @@ func (m *Meter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if isListenChannel(r.URL.Path) {
 		ex.listenSID = r.URL.Query().Get("SID")
+		ex.listenAuth = r.Header.Get("Authorization")
 		if r.Method == http.MethodPost && r.Body != nil {
 			body, err := io.ReadAll(r.Body)
 			r.Body.Close()
@@ -249,7 +255,7 @@ func (m *Meter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				writeFirestoreError(w, http.StatusBadRequest, fmt.Sprintf("testbed meter: read body: %v", err))
 				return
 			}
-			m.countListenForward(ex.listenSID, body)
+			ex.listenAuth = m.countListenForward(ex.listenSID, ex.listenAuth, body)
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 	}
@@ -267,7 +273,7 @@ func (m *Meter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func (m *Meter) countBilledReads(resp *http.Response) error {
 	ex, _ := resp.Request.Context().Value(exchangeKey{}).(*exchange)
 	if ex != nil && isListenChannel(resp.Request.URL.Path) {
-		m.countingListenChannel(resp, ex.listenSID)
+		m.countingListenChannel(resp, ex.listenSID, ex.listenAuth)
 		return nil
 	}
 	if ex == nil || !isMeteredRead(ex.method) {
