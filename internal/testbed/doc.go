@@ -10,7 +10,9 @@
 //     the project is wiped when the test ends.
 //   - Meter counts upstream requests by Firestore REST method and the document reads
 //     Firestore would bill for them, and injects latency, errors and refused connections
-//     on command.
+//     on command. It also counts Listen, on gRPC and on the WebChannel Listen channel:
+//     the documents the upstream streamed and the targets added upstream, by the
+//     Authorization that added them (listenmeter.go), each counted once.
 //   - Relay cuts or stalls a TCP dependency without touching the shared server.
 //
 // Concurrency: every exported function and method is safe for concurrent use; tests run

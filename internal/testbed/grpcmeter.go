@@ -87,6 +87,10 @@ func (m *Meter) serveGRPC(_ any, ss grpc.ServerStream) error {
 	if isMeteredGRPCRead(method) {
 		o.OnResponse = func(_ string, msg []byte) { bill.add(msg) }
 	}
+	if method == "Listen" {
+		o.OnResponse = m.countListenResponse
+		ss = listenStream{ServerStream: ss, m: m} // listenmeter.go
+	}
 	err := grpcrelay.Relay(ss, m.grpcUp, full, o)
 	// Counted before the status reaches the client: a client that has its answer may
 	// trust Snapshot.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,9 @@ import (
 // by the connection preface: calls are relayed to the upstream's gRPC side and counted
 // under the gRPC method's name ("GetDocument", "RunQuery", "Commit", ...), response
 // messages counted into billed reads as their REST twins' are (grpcmeter.go).
+//
+// Listen, on gRPC and on the WebChannel Listen channel, is counted as it streams: the
+// documents the upstream sends and the targets it is asked to add (listenmeter.go).
 type Meter struct {
 	upstream *url.URL
 	ln       *meterListener
@@ -50,8 +54,12 @@ type Meter struct {
 	requests   map[string]int64
 	billed     int64
 	injected   int64
+	listen     listenCounts
 	latency    time.Duration
 	failStatus int
+
+	channels  channelSessions // listenmeter.go
+	transport *channelTransport
 }
 
 // Counts is a snapshot of a Meter's counters.
@@ -66,6 +74,16 @@ type Counts struct {
 	Total int64
 	// Injected is the number of requests answered by FailWith, never forwarded.
 	Injected int64
+	// ListenDocuments is the number of Listen responses carrying a document
+	// (document_change, document_delete, document_remove) the upstream streamed, on
+	// gRPC and on the WebChannel Listen channel (listenmeter.go).
+	ListenDocuments int64
+	// ListenTargets is the number of targets added upstream (add_target requests of
+	// Listen streams and channels).
+	ListenTargets int64
+	// ListenTargetsByAuth is ListenTargets by the Authorization the stream or channel
+	// session presented upstream ("" for none).
+	ListenTargetsByAuth map[string]int64
 }
 
 // NewMeter starts a meter on a free loopback port in front of upstreamURL
@@ -81,10 +99,12 @@ func NewMeter(t testing.TB, upstreamURL string) *Meter {
 		t.Fatalf("testbed: meter: listen: %v", err)
 	}
 	m := &Meter{
-		upstream: up,
-		ln:       &meterListener{Listener: inner, conns: map[net.Conn]struct{}{}},
-		log:      slog.Default().With("component", "testbed.meter"),
-		requests: map[string]int64{},
+		upstream:  up,
+		ln:        &meterListener{Listener: inner, conns: map[net.Conn]struct{}{}},
+		log:       slog.Default().With("component", "testbed.meter"),
+		requests:  map[string]int64{},
+		channels:  channelSessions{lastArray: map[string]int64{}, lastMap: map[string]int64{}, auth: map[string]string{}},
+		transport: newChannelTransport(),
 	}
 	m.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -92,6 +112,7 @@ func NewMeter(t testing.TB, upstreamURL string) *Meter {
 		},
 		// -1: flush every write, so Listen streams and long polls pass as they come.
 		FlushInterval:  -1,
+		Transport:      m.transport,
 		ModifyResponse: m.countBilledReads,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			m.log.Warn("upstream unreachable", "url", r.URL.String(), "err", err)
@@ -123,20 +144,24 @@ func (m *Meter) Addr() string { return m.ln.Addr().String() }
 func (m *Meter) Snapshot() Counts {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := Counts{Requests: maps.Clone(m.requests), BilledReads: m.billed, Injected: m.injected}
+	c := Counts{Requests: maps.Clone(m.requests), BilledReads: m.billed, Injected: m.injected,
+		ListenDocuments: m.listen.documents, ListenTargets: m.listen.targets,
+		ListenTargetsByAuth: maps.Clone(m.listen.byAuth)}
 	for _, n := range m.requests {
 		c.Total += n
 	}
 	return c
 }
 
-// Reset zeroes the counters; injected behaviour (latency, errors, refusal) stays.
+// Reset zeroes the counters; injected behaviour (latency, errors, refusal) stays, and
+// so does what the meter remembers of open Listen channels (nothing is counted twice).
 func (m *Meter) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.requests = map[string]int64{}
 	m.billed = 0
 	m.injected = 0
+	m.listen = listenCounts{}
 }
 
 // SetLatency delays every request by d before it is forwarded (or failed by FailWith),
@@ -176,6 +201,7 @@ func (m *Meter) close() {
 	m.grpcSrv.Stop()
 	m.grpcUp.Close()
 	m.ln.Close()
+	m.transport.close()
 }
 
 // exchangeKey carries what the request half learned to the response half.
@@ -184,6 +210,8 @@ type exchangeKey struct{}
 type exchange struct {
 	method       string
 	countAliases map[string]bool // runAggregationQuery: aliases of count() aggregations
+	listenSID    string          // Listen channel: the WebChannel session ("" when opening one)
+	listenAuth   string          // Listen channel: the Authorization the session presents
 }
 
 func (m *Meter) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -217,6 +245,20 @@ func (m *Meter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.countAliases = countAliases(body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
+	if isListenChannel(r.URL.Path) {
+		ex.listenSID = r.URL.Query().Get("SID")
+		ex.listenAuth = r.Header.Get("Authorization")
+		if r.Method == http.MethodPost && r.Body != nil {
+			body, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil {
+				writeFirestoreError(w, http.StatusBadRequest, fmt.Sprintf("testbed meter: read body: %v", err))
+				return
+			}
+			ex.listenAuth = m.countListenForward(ex.listenSID, ex.listenAuth, body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+	}
 
 	m.mu.Lock()
 	m.requests[ex.method]++
@@ -226,9 +268,14 @@ func (m *Meter) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // countBilledReads counts the billed reads of a read method's answer before the
-// proxy passes it on; other answers pass untouched.
+// proxy passes it on; a Listen channel's answer is counted as it streams; other answers
+// pass untouched.
 func (m *Meter) countBilledReads(resp *http.Response) error {
 	ex, _ := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	if ex != nil && isListenChannel(resp.Request.URL.Path) {
+		m.countingListenChannel(resp, ex.listenSID, ex.listenAuth)
+		return nil
+	}
 	if ex == nil || !isMeteredRead(ex.method) {
 		return nil
 	}
@@ -339,4 +386,35 @@ func reset(c net.Conn) {
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()
+}
+
+func isListenChannel(path string) bool { return strings.HasSuffix(path, "/Listen/channel") }
+
+// channelTransport sends WebChannel requests (.../channel) each on a connection of its
+// own, every other request on pooled ones. The emulator closes its connection after
+// every channel answer without saying "Connection: close"; net/http would reuse it, and
+// a POST that met the close cannot be replayed (its body is gone), which the meter would
+// answer with 502. The proxy's own upstream client handles that by looking before reuse
+// (proxy/upstream); here a fresh connection per channel request is simpler and enough.
+type channelTransport struct {
+	pooled, fresh *http.Transport
+}
+
+func newChannelTransport() *channelTransport {
+	pooled := http.DefaultTransport.(*http.Transport).Clone()
+	fresh := pooled.Clone()
+	fresh.DisableKeepAlives = true
+	return &channelTransport{pooled: pooled, fresh: fresh}
+}
+
+func (c *channelTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, "/channel") {
+		return c.fresh.RoundTrip(r)
+	}
+	return c.pooled.RoundTrip(r)
+}
+
+func (c *channelTransport) close() {
+	c.pooled.CloseIdleConnections()
+	c.fresh.CloseIdleConnections()
 }

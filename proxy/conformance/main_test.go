@@ -47,6 +47,13 @@ type stack struct {
 // front of the emulator. Everything stops when the test ends.
 func newStack(t *testing.T) *stack {
 	t.Helper()
+	return newStackVia(t, func(meterURL string) string { return meterURL })
+}
+
+// newStackVia is newStack with the proxy's upstream URL chosen by via from the meter's
+// (a TCP relay in front of the meter, say).
+func newStackVia(t *testing.T, via func(meterURL string) string) *stack {
+	t.Helper()
 	emu := testbed.Emulator(t)
 	meter := testbed.NewMeter(t, emu.URL)
 	prefix := testbed.RedisPrefix(t, "conformance") // before the proxy: its keys go after it stops
@@ -63,7 +70,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatalf("the sample rules.yaml turns L1 off (l1_max_bytes %d); this suite wants L1 on", l1)
 	}
 	p := proxytest.Start(t, proxy.Options{
-		Upstream:  meter.URL(),
+		Upstream:  via(meter.URL()),
 		RedisURL:  "redis://" + redisAddr,
 		OutboxDir: filepath.Join(t.TempDir(), "outbox"),
 		Rules:     store,
