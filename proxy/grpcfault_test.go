@@ -81,28 +81,51 @@ func TestGRPCDeadlineAndCancellation(t *testing.T) {
 	}
 }
 
-// An upstream that goes away mid-stream (the connection cut) reaches the client as
-// UNAVAILABLE, on a relayed stream (Listen) and on a cached read.
+// An upstream that goes away mid-stream (the connection cut): a Listen target the proxy
+// shares rides it out (the fan-out resumes upstream, and the client sees the next
+// change once the upstream is back); a target on the caller's own upstream stream (no
+// rule shares it) ends with UNAVAILABLE, as it would directly; a cached read's miss
+// is UNAVAILABLE.
 func TestGRPCUpstreamCutMidStream(t *testing.T) {
 	t.Parallel()
 	var relay *testbed.Relay
-	h := newHarness(t, setup{upstream: func(_ int, meterURL string) string {
+	h := newHarness(t, setup{rules: `
+  - match: /products/{p}
+    ttl: 10m
+    scope: shared
+  - match: /orders/{o}
+    ttl: 0s
+`, upstream: func(_ int, meterURL string) string {
 		relay = testbed.NewRelay(t, strings.TrimPrefix(meterURL, "http://"))
 		return "http://" + relay.Addr()
 	}})
 	h.put("products/p", `{"v":{"stringValue":"x"}}`)
+	h.put("orders/o", `{"v":{"stringValue":"x"}}`)
 	c := h.grpcVia(0)
-	s := listen(ownerCtx(), t, h, c, "products/p")
+	shared := listen(ownerCtx(), t, h, c, "products/p")
+	own := listen(ownerCtx(), t, h, c, "orders/o")
 	relay.Cut()
 	for {
-		_, err := s.Recv()
+		_, err := own.Recv()
 		if err != nil {
 			if status.Code(err) != codes.Unavailable {
-				t.Errorf("Listen after the upstream was cut: %v, want UNAVAILABLE", err)
+				t.Errorf("Listen on the caller's own stream after the upstream was cut: %v, want UNAVAILABLE", err)
 			}
 			break
 		}
 	}
+	relay.Restore()
+	h.put("products/p", `{"v":{"stringValue":"after the cut"}}`)
+	for {
+		r, err := shared.Recv()
+		if err != nil {
+			t.Fatalf("shared Listen across the upstream cut: %v, want it kept open", err)
+		}
+		if d := r.GetDocumentChange().GetDocument(); d != nil && d.GetFields()["v"].GetStringValue() == "after the cut" {
+			break
+		}
+	}
+	relay.Cut()
 	_, err := c.RunQuery(ownerCtx(), &firestorepb.RunQueryRequest{Parent: h.name("")[:len(h.name(""))-1]})
 	if err == nil {
 		var rq firestorepb.Firestore_RunQueryClient

@@ -33,7 +33,7 @@ func TestPassthroughStreamsWithoutBuffering(t *testing.T) {
 	defer up.Close()
 	h := newHarness(t, setup{upstream: func(int, string) string { return up.URL }})
 
-	resp, err := h.http.Post(h.replicas[0].url+"/google.firestore.v1.Firestore/Listen/channel?VER=8&database=projects%2Fp%2Fdatabases%2F(default)",
+	resp, err := h.http.Post(h.replicas[0].url+"/v1/projects/p/databases/(default)/documents:listen",
 		"application/x-www-form-urlencoded", strings.NewReader("count=1"))
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestPassthroughStreamOutlivesWriteTimeout(t *testing.T) {
 	}))
 	defer up.Close()
 	h := newHarness(t, setup{server: []string{"write_timeout: 200ms"}, upstream: func(int, string) string { return up.URL }})
-	resp, err := h.http.Post(h.replicas[0].url+"/google.firestore.v1.Firestore/Listen/channel?VER=8",
+	resp, err := h.http.Post(h.replicas[0].url+"/v1/projects/p/databases/(default)/documents:listen",
 		"application/x-www-form-urlencoded", strings.NewReader("count=1"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,3 @@
-//go:build fanout
-
 package conformance
 
 // The Listen fan-out proofs (issue 11) with the Firebase SDK's Node build (gRPC), driven
