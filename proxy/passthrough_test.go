@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// A path the proxy does not recognise (the Firebase JS SDK's Listen channel) streams:
+// A streaming method the proxy passes through (the REST documents:listen) streams:
 // the upstream's first chunk reaches the client while the upstream still holds the
 // rest, which it sends only once the client has that first chunk.
 func TestPassthroughStreamsWithoutBuffering(t *testing.T) {
@@ -33,7 +33,7 @@ func TestPassthroughStreamsWithoutBuffering(t *testing.T) {
 	defer up.Close()
 	h := newHarness(t, setup{upstream: func(int, string) string { return up.URL }})
 
-	resp, err := h.http.Post(h.replicas[0].url+"/google.firestore.v1.Firestore/Listen/channel?VER=8&database=projects%2Fp%2Fdatabases%2F(default)",
+	resp, err := h.http.Post(h.replicas[0].url+"/v1/projects/p/databases/(default)/documents:listen",
 		"application/x-www-form-urlencoded", strings.NewReader("count=1"))
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func rawExchange(t *testing.T, addr, raw string) int {
 	return resp.StatusCode
 }
 
-// Long-poll channels outlive server.write_timeout (rules.yaml: "Listen/Write channels
+// Streams passed through outlive server.write_timeout (rules.yaml: "Listen/Write channels
 // are exempt"): a stream still moving after the timeout is not cut.
 func TestPassthroughStreamOutlivesWriteTimeout(t *testing.T) {
 	clientGotFirst := make(chan struct{})
@@ -178,7 +178,7 @@ func TestPassthroughStreamOutlivesWriteTimeout(t *testing.T) {
 	}))
 	defer up.Close()
 	h := newHarness(t, setup{server: []string{"write_timeout: 200ms"}, upstream: func(int, string) string { return up.URL }})
-	resp, err := h.http.Post(h.replicas[0].url+"/google.firestore.v1.Firestore/Listen/channel?VER=8",
+	resp, err := h.http.Post(h.replicas[0].url+"/v1/projects/p/databases/(default)/documents:listen",
 		"application/x-www-form-urlencoded", strings.NewReader("count=1"))
 	if err != nil {
 		t.Fatal(err)

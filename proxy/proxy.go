@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/harvest-hub/edge/classify"
+	"github.com/harvest-hub/edge/fanout"
 	"github.com/harvest-hub/edge/internal/connsplit"
 	"github.com/harvest-hub/edge/proxy/apierror"
 	"github.com/harvest-hub/edge/proxy/cache"
@@ -50,7 +51,13 @@ type Proxy struct {
 	tiers  *cache.Tiers
 	flight singleflight.Group
 	m      *metrics
-	wch    *writeChannels // the WebChannel Write channel's sessions (writechannel.go)
+	wch    *writeChannels  // the WebChannel Write channel's sessions (writechannel.go)
+	lch    *listenChannels // the WebChannel Listen channel's server (listenchannel.go)
+
+	// listenHandler serves every client Listen stream the fronts accept (the
+	// WebChannel Listen channel; the gRPC front's Listen calls once the hub takes
+	// over): relayListen (listenrelay.go) until the fan-out hub replaces it.
+	listenHandler fanout.Handler
 
 	// plans is the alias index of the hit path: from aliasKey (a hash of the raw
 	// request) to the *readPlan Classify, the rules and cacheKey made of it, so a
@@ -110,6 +117,8 @@ func New(o Options) (*Proxy, error) {
 		planSeeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 	}
 	p.wch = newWriteChannels(p, o.Registry)
+	p.listenHandler = p.relayListen
+	p.lch = newListenChannels(p, o.ListenChannel, o.Registry)
 	o.Rules.OnReload(func(*rules.Config) { p.clearPlans() })
 	p.server = &fasthttp.Server{
 		Handler:                       p.Handle,
@@ -190,6 +199,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-errc:
 	}
 	p.draining.Store(true)
+	// Listen sessions get ["stop"] and their backchannels end, or the HTTP server
+	// would wait the whole grace for those long polls; the SDK reconnects.
+	p.lch.srv.Shutdown()
 	grace := p.rules.Current().Server.ShutdownGrace
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -295,6 +307,10 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	default:
 		if isWriteChannel(ctx) {
 			p.writeChannel(ctx, &req)
+			return
+		}
+		if isListenChannel(ctx) {
+			p.listenChannel(ctx)
 			return
 		}
 		p.bypass(ctx, &req)
