@@ -57,6 +57,7 @@ type Session struct {
 	idle    *time.Timer
 
 	closed  bool  // no more Send: closed, terminated, expired or shutting down
+	cause   error // why it closed (the context's cause, set with closed)
 	final   bool  // the last array (["close"] or ["stop"]) is queued
 	recvErr error // what Recv returns, once closed and the inbox is empty
 	ended   bool  // removed from the server: every request is refused
@@ -143,7 +144,7 @@ func (s *Session) Send(msg []byte) error {
 	defer s.mu.Unlock()
 	for {
 		if s.closed {
-			return context.Cause(s.ctx)
+			return s.cause
 		}
 		if s.unackedBytes < s.srv.cfg.MaxUnackedBytes {
 			break
@@ -186,7 +187,7 @@ func (s *Session) finish(cause, recvErr error, last []byte) {
 		s.mu.Unlock()
 		return
 	}
-	s.closed, s.final, s.recvErr = true, true, recvErr
+	s.closed, s.cause, s.final, s.recvErr = true, cause, true, recvErr
 	s.appendLocked(last)
 	s.mu.Unlock()
 	s.cancel(cause)
@@ -273,8 +274,11 @@ func (s *Session) end(cause, recvErr error) {
 		return
 	}
 	s.ended = true
+	if cause == nil {
+		cause = s.cause // ending a closed session: it closed for its own reason
+	}
 	if !s.closed {
-		s.closed, s.recvErr = true, recvErr
+		s.closed, s.cause, s.recvErr = true, cause, recvErr
 	}
 	s.idle.Stop()
 	s.unacked, s.unackedBytes = nil, 0
@@ -431,7 +435,7 @@ func (s *Session) serveBackchannel(w *bufio.Writer, conn net.Conn, bc *backchann
 			written += len(buf)
 			clear(pending)
 			if lastFinal {
-				s.end(context.Cause(s.ctx), nil) // the last array is on its way: nothing more will come
+				s.end(nil, nil) // the last array is on its way: nothing more will come
 				return
 			}
 			if !bc.streaming || written >= cfg.MaxUnackedBytes/2 {
