@@ -52,6 +52,8 @@ fuzz: ## run every fuzz target for FUZZTIME each (the seeds also run in make tes
 	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./rules/
 	$(GO) test -run '^$$' -fuzz '^FuzzForward$$' -fuzztime $(FUZZTIME) ./proxy/webchannel/
 	$(GO) test -run '^$$' -fuzz '^FuzzBackchannel$$' -fuzztime $(FUZZTIME) ./proxy/webchannel/
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./proxy/webchannel/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandlePost$$' -fuzztime $(FUZZTIME) ./proxy/webchannel/
 
 certs: ## a self-signed TLS pair for nginx in development (deploy/certs/)
 	@bash deploy/make-certs.sh

@@ -66,6 +66,8 @@ type setup struct {
 
 	// capture is each replica's Options.Capture (capture_test.go).
 	capture CaptureOptions
+	// listenChannel is each replica's Options.ListenChannel (listenchannel_test.go).
+	listenChannel ListenChannelOptions
 }
 
 type harness struct {
@@ -197,6 +199,8 @@ func (h *harness) startReplica(rulesPath string, s setup, upstream string) *repl
 		Rules:      store,
 		Registry:   reg,
 		Capture:    s.capture,
+
+		ListenChannel: s.listenChannel,
 	}
 	if s.redis != "" {
 		o.RedisURL = "redis://" + s.redis

@@ -31,6 +31,8 @@ type Options struct {
 	Emitter *emitter.Emitter
 	// Capture tunes change capture (capture.go).
 	Capture CaptureOptions
+	// ListenChannel tunes the WebChannel Listen channel's server (listenchannel.go).
+	ListenChannel ListenChannelOptions
 	// AdminToken guards admin writes (purge); "" refuses them.
 	AdminToken string
 	// Rules is the live rules.yaml.

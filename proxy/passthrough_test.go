@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// A path the proxy does not recognise (the Firebase JS SDK's Listen channel) streams:
+// A streaming method the proxy passes through (the REST documents:listen) streams:
 // the upstream's first chunk reaches the client while the upstream still holds the
 // rest, which it sends only once the client has that first chunk.
 func TestPassthroughStreamsWithoutBuffering(t *testing.T) {
@@ -162,7 +162,7 @@ func rawExchange(t *testing.T, addr, raw string) int {
 	return resp.StatusCode
 }
 
-// Long-poll channels outlive server.write_timeout (rules.yaml: "Listen/Write channels
+// Streams passed through outlive server.write_timeout (rules.yaml: "Listen/Write channels
 // are exempt"): a stream still moving after the timeout is not cut.
 func TestPassthroughStreamOutlivesWriteTimeout(t *testing.T) {
 	clientGotFirst := make(chan struct{})

@@ -51,7 +51,8 @@ type Proxy struct {
 	tiers  *cache.Tiers
 	flight singleflight.Group
 	m      *metrics
-	wch    *writeChannels // the WebChannel Write channel's sessions (writechannel.go)
+	wch    *writeChannels  // the WebChannel Write channel's sessions (writechannel.go)
+	lch    *listenChannels // the WebChannel Listen channel's server (listenchannel.go)
 
 	// plans is the alias index of the hit path: from aliasKey (a hash of the raw
 	// request) to the *readPlan Classify, the rules and cacheKey made of it, so a
@@ -119,6 +120,7 @@ func New(o Options) (*Proxy, error) {
 		planSeeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 	}
 	p.wch = newWriteChannels(p, o.Registry)
+	p.lch = newListenChannels(p, o.ListenChannel, o.Registry)
 	o.Rules.OnReload(func(*rules.Config) { p.clearPlans() })
 	p.server = &fasthttp.Server{
 		Handler:                       p.Handle,
@@ -206,7 +208,11 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-errc:
 	}
 	p.draining.Store(true)
-	p.stopListen() // Listen streams never end by themselves: end them now, clients reconnect elsewhere
+	// Listen streams never end by themselves: end them now (gRPC: UNAVAILABLE; the
+	// WebChannel's sessions get ["stop"] and their backchannels end), or the drain
+	// would wait the whole grace for them. The SDKs reconnect, to another replica.
+	p.stopListen()
+	p.lch.srv.Shutdown()
 	grace := p.rules.Current().Server.ShutdownGrace
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -314,6 +320,10 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	default:
 		if isWriteChannel(ctx) {
 			p.writeChannel(ctx, &req)
+			return
+		}
+		if isListenChannel(ctx) {
+			p.listenChannel(ctx)
 			return
 		}
 		p.bypass(ctx, &req)

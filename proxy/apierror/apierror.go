@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc/codes"
 )
 
 // Canonical gRPC status names for the HTTP codes the proxy itself answers with.
@@ -45,4 +46,39 @@ func Write(ctx *fasthttp.RequestCtx, httpStatus int, status, message string) {
 	ctx.SetStatusCode(httpStatus)
 	ctx.SetContentType("application/json; charset=UTF-8")
 	ctx.SetBody(Marshal(httpStatus, status, message))
+}
+
+// statusNames are the canonical names of the gRPC codes, as Firestore's JSON errors
+// spell them, with the HTTP status Google's front end maps each to.
+var statusNames = [...]struct {
+	http int
+	name string
+}{
+	codes.OK:                 {200, "OK"},
+	codes.Canceled:           {499, "CANCELLED"},
+	codes.Unknown:            {500, "UNKNOWN"},
+	codes.InvalidArgument:    {400, "INVALID_ARGUMENT"},
+	codes.DeadlineExceeded:   {504, "DEADLINE_EXCEEDED"},
+	codes.NotFound:           {404, "NOT_FOUND"},
+	codes.AlreadyExists:      {409, "ALREADY_EXISTS"},
+	codes.PermissionDenied:   {403, "PERMISSION_DENIED"},
+	codes.ResourceExhausted:  {429, "RESOURCE_EXHAUSTED"},
+	codes.FailedPrecondition: {400, "FAILED_PRECONDITION"},
+	codes.Aborted:            {409, "ABORTED"},
+	codes.OutOfRange:         {400, "OUT_OF_RANGE"},
+	codes.Unimplemented:      {501, "UNIMPLEMENTED"},
+	codes.Internal:           {500, "INTERNAL"},
+	codes.Unavailable:        {503, "UNAVAILABLE"},
+	codes.DataLoss:           {500, "DATA_LOSS"},
+	codes.Unauthenticated:    {401, "UNAUTHENTICATED"},
+}
+
+// FromGRPC is the HTTP status and status name of a gRPC code (500 UNKNOWN for a code
+// outside the canonical ones).
+func FromGRPC(c codes.Code) (httpStatus int, status string) {
+	if int(c) < len(statusNames) {
+		s := statusNames[c]
+		return s.http, s.name
+	}
+	return 500, "UNKNOWN"
 }

@@ -159,6 +159,36 @@ func skipUTF16(p []byte, units int) (n int, complete, torn bool) {
 	return n, true, false
 }
 
+// AppendChunk appends text (JSON) framed as one backchannel chunk: its length in UTF-16
+// code units (what the client's JavaScript counts), "\n", then the text. text must be
+// valid UTF-8.
+func AppendChunk(dst, text []byte) []byte {
+	dst = strconv.AppendInt(dst, int64(UTF16Len(text)), 10)
+	dst = append(dst, '\n')
+	return append(dst, text...)
+}
+
+// UTF16Len is the length of the UTF-8 text p in UTF-16 code units (JavaScript's string
+// length): one per character, two for a character beyond U+FFFF, one per invalid byte
+// (which a decoder replaces by U+FFFD).
+func UTF16Len(p []byte) int {
+	n := 0
+	for i := 0; i < len(p); {
+		if p[i] < utf8.RuneSelf {
+			i++
+			n++
+			continue
+		}
+		r, size := utf8.DecodeRune(p[i:])
+		i += size
+		n++
+		if r > 0xFFFF {
+			n++
+		}
+	}
+	return n
+}
+
 // Rest returns the bytes still held at the end of the stream (a torn chunk the
 // upstream never finished), to forward as they are.
 func (s *Splitter) Rest() []byte {

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/harvest-hub/edge/internal/testbed"
 	"github.com/harvest-hub/edge/proxy"
 	"github.com/harvest-hub/edge/proxy/proxytest"
@@ -31,8 +33,9 @@ func hostPort(t *testing.T, addr string) (string, int) {
 }
 
 // proxied is a harvest-proxy with the repository's sample rules.yaml (L1 only) in
-// front of upstream: one per page, so each page's meter readings are its own.
-func proxied(t *testing.T, upstream string) (addr string) {
+// front of upstream: one per page, so each page's meter readings are its own. reg
+// holds its metrics.
+func proxied(t *testing.T, upstream string) (addr string, reg *prometheus.Registry) {
 	t.Helper()
 	outbox := t.TempDir()
 	t.Setenv("HARVEST_OUTBOX_DIR", outbox) // rules.yaml's events.outbox_dir
@@ -40,7 +43,31 @@ func proxied(t *testing.T, upstream string) (addr string) {
 	if err != nil {
 		t.Fatalf("rules: %v", err)
 	}
-	return proxytest.Start(t, proxy.Options{Upstream: upstream, OutboxDir: filepath.Join(outbox, "o"), Rules: store}).Addr
+	reg = prometheus.NewRegistry()
+	return proxytest.Start(t, proxy.Options{Upstream: upstream, OutboxDir: filepath.Join(outbox, "o"), Rules: store, Registry: reg}).Addr, reg
+}
+
+// listenMessages is how many ListenResponses the proxy's own Listen channel server
+// sent to browsers.
+func listenMessages(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "harvest_proxy_listen_channel_messages_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "direction" && l.GetValue() == "out" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // TestWebSDKTransparent runs every SDK variant (lite, full, full long-polling) on a page
@@ -54,6 +81,7 @@ func TestWebSDKTransparent(t *testing.T) {
 	var pairs []pair
 	var runs []Run
 	meters := map[string]*testbed.Meter{}
+	regs := map[string]*prometheus.Registry{}
 	eh, ep := hostPort(t, emu.Addr)
 	for _, sdk := range SDKs {
 		// The lite SDK's proxy reaches the emulator through an upstream meter. The full
@@ -68,7 +96,9 @@ func TestWebSDKTransparent(t *testing.T) {
 			upstream, meterURL = meter.URL(), MeterHandler(t, meter)
 			meters[sdk+"/proxy"] = meter
 		}
-		ph, pp := hostPort(t, proxied(t, upstream))
+		addr, reg := proxied(t, upstream)
+		regs[sdk+"/proxy"] = reg
+		ph, pp := hostPort(t, addr)
 		p := pair{
 			direct: Run{Name: sdk + "/direct", SDK: sdk, Host: eh, Port: ep, ProjectID: emu.NewProject(t)},
 			proxy:  Run{Name: sdk + "/proxy", SDK: sdk, Host: ph, Port: pp, ProjectID: emu.NewProject(t), MeterURL: meterURL},
@@ -82,6 +112,11 @@ func TestWebSDKTransparent(t *testing.T) {
 		CheckClean(t, p.direct.Name, d)
 		CheckClean(t, p.proxy.Name, g)
 		Compare(t, p.direct.Name, d, p.proxy.Name, g, p.direct.ProjectID, p.proxy.ProjectID)
+		// The full SDK's listeners (getDoc and getDocs too) are served by the proxy's
+		// own Listen channel, not passed through.
+		if n := listenMessages(t, regs[p.proxy.Name]); p.proxy.SDK != "lite" && n == 0 {
+			t.Errorf("%s: the proxy's Listen channel sent nothing: its listeners did not go through it", p.proxy.Name)
+		}
 		if m := meters[p.proxy.Name]; m != nil {
 			if c := m.Snapshot(); c.Total == 0 {
 				t.Errorf("%s never reached the upstream meter: the test is not testing the proxy", p.proxy.Name)

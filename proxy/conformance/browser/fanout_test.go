@@ -1,5 +1,3 @@
-//go:build fanout
-
 package browser
 
 import (

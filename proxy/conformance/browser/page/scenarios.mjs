@@ -6,7 +6,8 @@
 //
 // Phases:
 //   main   get, query, add, set, update, delete, batch, transaction, count, errors,
-//          and (full SDK) onSnapshot seeing a later write;
+//          and (full SDK) onSnapshot seeing a later write, and listening again after
+//          unsubscribing;
 //   warm   the reads that "repeat" makes, once, so the proxy can cache them;
 //   repeat the same reads again, several times (the suite checks the upstream meter
 //          did not move during this phase, for the lite SDK).
@@ -136,6 +137,23 @@ export function install(sdk, initializeApp, fs) {
         const later = waitFor(q, (s) => s.size === 1);
         await fs.setDoc(ref("products/p6"), { name: "lime", price: 1, farmer: "f3" });
         return { first: snaps(first), later: snaps(await later) };
+      }],
+      ["snapshotRelisten", async () => {
+        // Listen, see a later add, unsubscribe (the SDK removes the target), change
+        // the data while nobody listens, listen again (the target is added again,
+        // with its resume token): the server's current state, then a later add.
+        if (!full) return "lite: no listeners";
+        const q = fs.query(col("products"), fs.where("farmer", "==", "f4"));
+        await fs.setDoc(ref("products/p7"), { name: "date", price: 1, farmer: "f4" });
+        const first = await waitFor(q, (s) => s.size === 1);
+        const later = waitFor(q, (s) => s.size === 2);
+        await fs.setDoc(ref("products/p8"), { name: "yuzu", price: 2, farmer: "f4" });
+        const seen = await later;
+        await fs.deleteDoc(ref("products/p7"));
+        const again = await waitFor(q, (s) => s.size === 1);
+        const after = waitFor(q, (s) => s.size === 2);
+        await fs.setDoc(ref("products/p9"), { name: "sloe", price: 3, farmer: "f4" });
+        return { first: snaps(first), later: snaps(seen), again: snaps(again), after: snaps(await after) };
       }],
     ],
     warm: [],
