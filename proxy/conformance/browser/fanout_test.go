@@ -77,7 +77,7 @@ func runFanoutPages(t *testing.T, project, direct, proxied string, pages int) []
 func TestFanOutBrowserPagesShareOneUpstreamListener(t *testing.T) {
 	emu := testbed.Emulator(t)
 	meter := testbed.NewMeter(t, emu.URL)
-	addr := proxied(t, meter.URL())
+	addr, _ := proxied(t, meter.URL())
 	run := func(pages int) ([]fanoutStep, testbed.Counts) {
 		meter.Reset()
 		steps := runFanoutPages(t, emu.NewProject(t), emu.Addr, addr, pages)
