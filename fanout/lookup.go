@@ -50,6 +50,29 @@ func (h *Hub) LookupDocument(database, name string, scope Scope) (doc *firestore
 	return doc, p, readTime
 }
 
+// LookupDocumentTarget is LookupDocument answered only by the view of that one document
+// (the target the SDKs' getDoc and a document's onSnapshot listen to), found by its
+// key: constant time whatever the number of views, for the read path.
+func (h *Hub) LookupDocumentTarget(database, name string, scope Scope) (doc *firestorepb.Document, p Presence, readTime time.Time) {
+	key := viewKey(database, scope, &firestorepb.Target{TargetType: &firestorepb.Target_Documents{
+		Documents: &firestorepb.Target_DocumentsTarget{Documents: []string{name}}}})
+	h.mu.Lock()
+	v := h.views[key]
+	h.mu.Unlock()
+	if v == nil {
+		return nil, Unknown, time.Time{}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.current || v.closed {
+		return nil, Unknown, time.Time{}
+	}
+	if d, ok := v.docs[name]; ok {
+		return d, Found, v.readTime
+	}
+	return nil, Missing, v.readTime
+}
+
 // covers: the view is a documents target naming name.
 func (v *view) covers(name string) bool {
 	for _, n := range v.target.GetDocuments().GetDocuments() {

@@ -91,7 +91,8 @@ func (p *Proxy) grpcRead(ss grpc.ServerStream, method string, op classify.Op, id
 	}
 	tags := make([]string, 0, len(req.Tags)+1)
 	tags = append(append(tags, req.Tags...), classify.DatabaseTag(req.Database))
-	plan := &readPlan{cfg: cfg, rule: rule, key: grpcCacheKey(method, &req, rule.Scope, id), tags: tags, op: op}
+	plan := &readPlan{cfg: cfg, rule: rule, key: grpcCacheKey(method, &req, rule.Scope, id), tags: tags, op: op,
+		view: grpcViewRead(msg, &req, rule)}
 	p.remember(ak, plan)
 	return p.grpcServeRead(ss, method, plan, first)
 }
@@ -151,6 +152,11 @@ type grpcFetched struct {
 // L1 or L2, else the upstream (one call per key and stamp), with the rule's stale
 // windows.
 func (p *Proxy) grpcServeRead(ss grpc.ServerStream, method string, plan *readPlan, first *grpcrelay.Frame) error {
+	if plan.view != nil {
+		if served, err := p.grpcServeFromView(ss, plan); served {
+			return err
+		}
+	}
 	rule, key, tags, op := plan.rule, plan.key, plan.tags, plan.op
 	now := time.Now()
 	e, src, stamp, err := p.tiers.LookupStamped(context.Background(), key, tags, rule.Consistency, now)

@@ -38,6 +38,7 @@ const (
 	resultStale
 	resultBypass
 	resultError
+	resultHitView // answered from a live view of the Listen fan-out (viewread.go)
 )
 
 // maxOp bounds classify.Op values for the per-op caches; an op beyond it (a newer
@@ -45,7 +46,7 @@ const (
 const maxOp = 32
 
 // resultNames are the X-Cache values, plus ERROR for the proxy's own failures.
-var resultNames = [...]string{"HIT-L1", "HIT-L2", "MISS", "STALE", "BYPASS", "ERROR"}
+var resultNames = [...]string{"HIT-L1", "HIT-L2", "MISS", "STALE", "BYPASS", "ERROR", "HIT-VIEW"}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{

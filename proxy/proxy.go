@@ -79,6 +79,7 @@ type Proxy struct {
 	// The Listen fan-out (listen.go): every client Listen stream is served by
 	// listenHandler (the hub's Serve) until it ends or listenCtx does (the proxy drains).
 	hub           *fanout.Hub
+	barrier       *viewBarrier // viewread.go: when each tag was last invalidated here
 	listenConn    *lazyConn
 	listenHandler fanout.Handler
 	listenCtx     context.Context
@@ -151,6 +152,8 @@ func New(o Options) (*Proxy, error) {
 	}
 	p.listenHandler = p.hub.Serve
 	p.listenCtx, p.stopListen = context.WithCancel(context.Background())
+	p.barrier = newViewBarrier()
+	tiers.Gens.OnInvalidate(p.barrier.invalidated)
 	return p, nil
 }
 

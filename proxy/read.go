@@ -31,6 +31,7 @@ type readPlan struct {
 	key  cache.Key
 	tags []string // the request's tags and its database tag
 	op   classify.Op
+	view *viewRead // what a live view may answer (viewread.go); nil: none may
 }
 
 // read answers a cacheable read: it resolves the rule, key and tags, remembers them
@@ -44,7 +45,8 @@ func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request, ak aliasKe
 	}
 	tags := make([]string, 0, len(req.Tags)+1)
 	tags = append(append(tags, req.Tags...), classify.DatabaseTag(req.Database))
-	plan := &readPlan{cfg: cfg, rule: rule, key: cacheKey(ctx, req, rule.Scope), tags: tags, op: req.Op}
+	plan := &readPlan{cfg: cfg, rule: rule, key: cacheKey(ctx, req, rule.Scope), tags: tags, op: req.Op,
+		view: restViewRead(ctx, req, rule)}
 	if aliased {
 		p.remember(ak, plan)
 	}
@@ -56,6 +58,9 @@ func (p *Proxy) read(ctx *fasthttp.RequestCtx, req *classify.Request, ak aliasKe
 // rule allows. Stale entries are served under the rule's stale_while_revalidate (and
 // refreshed in the background) or stale_if_error (when the upstream fails).
 func (p *Proxy) serveRead(ctx *fasthttp.RequestCtx, plan *readPlan) {
+	if plan.view != nil && p.serveFromView(ctx, plan) {
+		return
+	}
 	rule, key, tags, op := plan.rule, plan.key, plan.tags, plan.op
 	now := time.Now()
 	e, src, stamp, err := p.tiers.LookupStamped(context.Background(), key, tags, rule.Consistency, now)

@@ -137,6 +137,10 @@ type Generations struct {
 	bump *redis.Script
 	snap *redis.Script // snapshotScript
 
+	// onInvalidate, when set, is told the tags of every bump this replica makes or
+	// applies from the bus, before the bump is made or acknowledged (OnInvalidate).
+	onInvalidate atomic.Pointer[func(tags []string)]
+
 	mu         sync.Mutex
 	waiters    map[uint64]*ackWait
 	failed     map[string]struct{} // tags whose bump failed: replayed until Redis takes them
@@ -569,6 +573,7 @@ func (g *Generations) Bump(ctx context.Context, tags []string, mode BumpMode) er
 	if len(tags) == 0 {
 		return nil
 	}
+	g.invalidated(tags)
 	if g.rdb == nil {
 		for _, tag := range tags {
 			g.table.raise(hashTag(tag), tag, g.clock.Add(1))
@@ -1042,6 +1047,19 @@ func (g *Generations) pingLoop(ctx context.Context, ps *redis.PubSub, pings *pin
 	}
 }
 
+// OnInvalidate registers f to be told the tags of every bump this replica makes (at
+// the start of Bump) or applies from the bus (before acknowledging it): so a writer
+// that waited for the acknowledgements knows every replica's f saw its tags. Readers
+// that answer from something the generations do not stamp (the Listen fan-out's live
+// views) use it as a barrier. f must be quick; it may run concurrently.
+func (g *Generations) OnInvalidate(f func(tags []string)) { g.onInvalidate.Store(&f) }
+
+func (g *Generations) invalidated(tags []string) {
+	if f := g.onInvalidate.Load(); f != nil {
+		(*f)(tags)
+	}
+}
+
 // apply applies one bump message to the local table, then acknowledges it.
 func (g *Generations) apply(ctx context.Context, payload string) {
 	writer, id, tags, gens, err := parseBump(payload)
@@ -1049,6 +1067,7 @@ func (g *Generations) apply(ctx context.Context, payload string) {
 		g.log.Error("ignoring malformed invalidation message", "err", err)
 		return
 	}
+	g.invalidated(tags)
 	for i, tag := range tags {
 		g.table.raise(hashTag(tag), tag, gens[i])
 	}
