@@ -100,15 +100,14 @@ func queryViewRead(database string, rq *firestorepb.RunQueryRequest) *viewRead {
 
 // onlyCredentialParams: the query string carries nothing that shapes the answer.
 func onlyCredentialParams(args *fasthttp.Args) bool {
-	ok := true
-	args.VisitAll(func(k, _ []byte) {
+	for k := range args.All() {
 		switch string(k) {
 		case "key", "$key", "access_token", "$access_token":
 		default:
-			ok = false
+			return false
 		}
-	})
-	return ok
+	}
+	return true
 }
 
 // fromView answers plan from a live view: the documents (one for a document read)
