@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
@@ -81,7 +82,7 @@ func TestReadsAreAnsweredFromLiveViews(t *testing.T) {
 	if q.status != 200 || q.cache() != "HIT-VIEW" {
 		t.Fatalf("runQuery of a listened query: %v, want 200 HIT-VIEW", q)
 	}
-	if got, want := docNames(t, q.body), docNames(t, direct.body); len(want) != 3 || !equalStrings(got, want) {
+	if got, want := docNames(t, q.body), docNames(t, direct.body); len(want) != 3 || !slices.Equal(got, want) {
 		t.Errorf("runQuery from the view: %v, the upstream answers %v", got, want)
 	}
 	d := h.via(0, "GET", h.docs()+"/products/a", "")
@@ -118,16 +119,4 @@ func TestReadsAreAnsweredFromLiveViews(t *testing.T) {
 			t.Fatalf("read after write %d: %v, want v=%s", i, d, v)
 		}
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
