@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
@@ -118,5 +119,29 @@ func TestReadsAreAnsweredFromLiveViews(t *testing.T) {
 		if err := json.Unmarshal(d.body, &got); err != nil || got.Fields.V.S != v {
 			t.Fatalf("read after write %d: %v, want v=%s", i, d, v)
 		}
+	}
+}
+
+// A change a live view sees, even one made around the proxy, invalidates the cached
+// reads of that document on every replica: a read cached for ten minutes shows the
+// change as soon as the view has it.
+func TestLiveViewChangesInvalidateCachedReads(t *testing.T) {
+	h := newHarness(t, setup{replicas: 2, redis: redisAddr})
+	h.put("products/x", `{"v":{"stringValue":"old"}}`)
+	path := h.docs() + "/products/x"
+	for i := range h.replicas {
+		h.via(i, "GET", path, "")
+		if a := h.via(i, "GET", path, ""); a.cache() != "HIT-L1" || !strings.Contains(string(a.body), `"old"`) {
+			t.Fatalf("replica %d: %v, want the old document cached", i, a)
+		}
+	}
+	listenTarget(t, h, &firestorepb.Target{TargetType: &firestorepb.Target_Query{Query: &firestorepb.Target_QueryTarget{
+		Parent: h.database() + "/documents", QueryType: &firestorepb.Target_QueryTarget_StructuredQuery{StructuredQuery: &firestorepb.StructuredQuery{
+			From: []*firestorepb.StructuredQuery_CollectionSelector{{CollectionId: "products"}}}}}}})
+	h.put("products/x", `{"v":{"stringValue":"new"}}`) // around the proxy
+	for i := range h.replicas {
+		waitFor(t, "the view's change to invalidate the cached read", func() bool {
+			return strings.Contains(string(h.via(i, "GET", path, "").body), `"new"`)
+		})
 	}
 }
