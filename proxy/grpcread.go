@@ -92,7 +92,7 @@ func (p *Proxy) grpcRead(ss grpc.ServerStream, method string, op classify.Op, id
 	tags := make([]string, 0, len(req.Tags)+1)
 	tags = append(append(tags, req.Tags...), classify.DatabaseTag(req.Database))
 	plan := &readPlan{cfg: cfg, rule: rule, key: grpcCacheKey(method, &req, rule.Scope, id), tags: tags, op: op,
-		view: grpcViewRead(msg, &req, rule)}
+		view: grpcViewRead(msg, &req, rule, id)}
 	p.remember(ak, plan)
 	return p.grpcServeRead(ss, method, plan, first)
 }

@@ -1,9 +1,11 @@
 package proxy
 
 // Reads answered from the Listen fan-out's live views (package fanout): a read of one
-// document, or a query, under a scope: shared rule, whose exact target some client is
-// listening to (or listened to within listen.linger) is answered from that view, which
-// is fresher than any entry under a TTL, with X-Cache: HIT-VIEW and no upstream read.
+// document, or a query, whose exact target some client is listening to (or listened to
+// within listen.linger) is answered from that view, which is fresher than any entry
+// under a TTL, with X-Cache: HIT-VIEW and no upstream read. Under a scope: shared rule
+// any caller's read may use the shared view; under scope: user only a view listened
+// with the very same credentials (the same identity) answers.
 //
 // A view follows the upstream a moment behind, so a view answers only when it provably
 // holds every write the proxy has answered for the read's tags: every bump, made here
@@ -44,22 +46,32 @@ const viewBarrierWindow = time.Minute
 // viewRead is what a planned read asks the views: one document (name) or a query
 // (parent and query). Fixed when the plan is made; nil for reads views cannot answer.
 type viewRead struct {
+	scope    fanout.Scope
 	database string
 	name     string
 	parent   string
 	query    *firestorepb.StructuredQuery
 }
 
+// viewScope is the views a read under rule by the caller identity may use.
+func viewScope(rule *rules.Rule, identity string) fanout.Scope {
+	if rule.Scope == rules.ScopeShared {
+		return fanout.SharedScope
+	}
+	return fanout.CallerScope(identity)
+}
+
 // restViewRead is the view read of a REST read, if views may answer it: a plain get of
 // a document or a runQuery with only a structured query, no parameters but
-// credentials, under a shared rule.
+// credentials.
 func restViewRead(ctx *fasthttp.RequestCtx, req *classify.Request, rule *rules.Rule) *viewRead {
-	if rule.Scope != rules.ScopeShared || !onlyCredentialParams(ctx.QueryArgs()) {
+	if !onlyCredentialParams(ctx.QueryArgs()) {
 		return nil
 	}
+	scope := viewScope(rule, requestIdentity(ctx))
 	switch req.Op {
 	case classify.GetDocument:
-		return &viewRead{database: req.Database, name: req.ResourcePath}
+		return &viewRead{scope: scope, database: req.Database, name: req.ResourcePath}
 	case classify.RunQuery:
 		var rq firestorepb.RunQueryRequest
 		if proto.Unmarshal(req.CacheBody, &rq) != nil {
@@ -70,32 +82,30 @@ func restViewRead(ctx *fasthttp.RequestCtx, req *classify.Request, rule *rules.R
 			return nil
 		}
 		rq.Parent = string(parent)
-		return queryViewRead(req.Database, &rq)
+		return queryViewRead(scope, req.Database, &rq)
 	}
 	return nil
 }
 
-// grpcViewRead is restViewRead for a gRPC read's request message.
-func grpcViewRead(msg proto.Message, req *classify.Request, rule *rules.Rule) *viewRead {
-	if rule.Scope != rules.ScopeShared {
-		return nil
-	}
+// grpcViewRead is restViewRead for a gRPC read's request message and caller identity.
+func grpcViewRead(msg proto.Message, req *classify.Request, rule *rules.Rule, identity string) *viewRead {
+	scope := viewScope(rule, identity)
 	switch m := msg.(type) {
 	case *firestorepb.GetDocumentRequest:
 		if m.GetMask() == nil && m.GetConsistencySelector() == nil {
-			return &viewRead{database: req.Database, name: m.GetName()}
+			return &viewRead{scope: scope, database: req.Database, name: m.GetName()}
 		}
 	case *firestorepb.RunQueryRequest:
-		return queryViewRead(req.Database, m)
+		return queryViewRead(scope, req.Database, m)
 	}
 	return nil
 }
 
-func queryViewRead(database string, rq *firestorepb.RunQueryRequest) *viewRead {
+func queryViewRead(scope fanout.Scope, database string, rq *firestorepb.RunQueryRequest) *viewRead {
 	if rq.GetStructuredQuery() == nil || rq.GetConsistencySelector() != nil || rq.GetExplainOptions() != nil {
 		return nil
 	}
-	return &viewRead{database: database, parent: rq.GetParent(), query: rq.GetStructuredQuery()}
+	return &viewRead{scope: scope, database: database, parent: rq.GetParent(), query: rq.GetStructuredQuery()}
 }
 
 // onlyCredentialParams: the query string carries nothing that shapes the answer.
@@ -119,11 +129,11 @@ func (p *Proxy) fromView(plan *readPlan) (docs []*firestorepb.Document, readTime
 		return nil, time.Time{}, false
 	}
 	if v.query != nil {
-		docs, readTime, ok = p.hub.LookupQuery(v.database, v.parent, v.query, fanout.SharedScope)
+		docs, readTime, ok = p.hub.LookupQuery(v.database, v.parent, v.query, v.scope)
 	} else {
 		var d *firestorepb.Document
 		var presence fanout.Presence
-		d, presence, readTime = p.hub.LookupDocumentTarget(v.database, v.name, fanout.SharedScope)
+		d, presence, readTime = p.hub.LookupDocumentTarget(v.database, v.name, v.scope)
 		docs, ok = []*firestorepb.Document{d}, presence == fanout.Found
 	}
 	if !ok || !p.barrier.passed(plan.tags, readTime) {

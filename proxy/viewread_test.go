@@ -11,13 +11,22 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 // listenTarget adds t on a new Listen stream through the proxy and waits until it is
 // CURRENT; the stream stays open until the test ends.
 func listenTarget(t *testing.T, h *harness, t1 *firestorepb.Target) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ownerCtx(), "google-cloud-resource-prefix", h.database()))
+	listenTargetAs(t, h, owner, t1)
+}
+
+// listenTargetAs is listenTarget with the given Authorization.
+func listenTargetAs(t *testing.T, h *harness, authorization string, t1 *firestorepb.Target) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(),
+		"authorization", authorization, "google-cloud-resource-prefix", h.database()))
 	t.Cleanup(cancel)
 	s, err := h.grpcVia(0).Listen(ctx)
 	if err != nil {
@@ -32,8 +41,11 @@ func listenTarget(t *testing.T, h *harness, t1 *firestorepb.Target) {
 		if err != nil {
 			t.Fatalf("listen: %v", err)
 		}
-		if tc := r.GetTargetChange(); tc.GetTargetChangeType() == firestorepb.TargetChange_CURRENT {
+		switch tc := r.GetTargetChange(); tc.GetTargetChangeType() {
+		case firestorepb.TargetChange_CURRENT:
 			return
+		case firestorepb.TargetChange_REMOVE:
+			t.Fatalf("listen: the target was removed: %v", tc.GetCause())
 		}
 	}
 }
@@ -143,5 +155,28 @@ func TestLiveViewChangesInvalidateCachedReads(t *testing.T) {
 		waitFor(t, "the view's change to invalidate the cached read", func() bool {
 			return strings.Contains(string(h.via(i, "GET", path, "").body), `"new"`)
 		})
+	}
+}
+
+// Under a scope: user rule a live view answers only reads with the very credentials it
+// was listened with: another user's read of the same document takes the cache path
+// (its own entry), never the view.
+func TestLiveViewsOfUserScopeAnswerOnlyTheirCaller(t *testing.T) {
+	h := newHarness(t, setup{rules: `
+  - match: /orders/{o}
+    ttl: 10m
+`})
+	h.emu.SetSecurityRules(t, h.project, "rules_version = '2';\nservice cloud.firestore {\n  match /databases/{db}/documents/{path=**} {\n    allow read: if request.auth != null;\n  }\n}\n")
+	h.put("orders/a", `{"v":{"stringValue":"a"}}`)
+	alice, bob := "Bearer "+testbed.IDToken(h.project, "alice"), "Bearer "+testbed.IDToken(h.project, "bob")
+	listenTargetAs(t, h, alice, &firestorepb.Target{TargetType: &firestorepb.Target_Documents{
+		Documents: &firestorepb.Target_DocumentsTarget{Documents: []string{h.name("orders/a")}}}})
+	if a := h.via(0, "GET", h.docs()+"/orders/a", "", "Authorization", alice); a.status != 200 || a.cache() != "HIT-VIEW" {
+		t.Errorf("alice's read of the document she listens to: %v, want 200 HIT-VIEW", a)
+	}
+	for _, auth := range []string{bob, owner} {
+		if a := h.via(0, "GET", h.docs()+"/orders/a", "", "Authorization", auth); a.cache() == "HIT-VIEW" {
+			t.Errorf("another caller's read was answered from alice's view: %v", a)
+		}
 	}
 }

@@ -1,7 +1,10 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -152,6 +155,43 @@ func (e *Emu) Wipe(project string) error {
 		return fmt.Errorf("wipe %s: emulator answered %s: %s", project, resp.Status, body)
 	}
 	return nil
+}
+
+// IDToken is an unsigned Firebase ID token for uid in project, as the SDKs'
+// mockUserToken makes them: the emulator takes it as that user signed in (it checks
+// no signature), so security rules see request.auth.uid == uid.
+func IDToken(project, uid string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	claims, _ := json.Marshal(map[string]any{
+		"iss": "https://securetoken.google.com/" + project, "aud": project,
+		"iat": 1700000000, "exp": 4000000000, "auth_time": 1700000000,
+		"sub": uid, "user_id": uid,
+		"firebase": map[string]any{"sign_in_provider": "custom", "identities": map[string]any{}},
+	})
+	return enc([]byte(`{"alg":"none","type":"JWT"}`)) + "." + enc(claims) + "."
+}
+
+// SetSecurityRules loads Firestore security rules (the rules language's source) for
+// project; the emulator enforces them on every caller but its owner.
+func (e *Emu) SetSecurityRules(t testing.TB, project, rules string) {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"rules": map[string]any{"files": []map[string]string{{"name": "firestore.rules", "content": rules}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPut, e.URL+"/emulator/v1/projects/"+url.PathEscape(project)+":securityRules", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		t.Fatalf("security rules: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		out, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		t.Fatalf("security rules: the emulator answered %s: %s", resp.Status, out)
+	}
 }
 
 // DocumentsURL is the REST base of project's default database on the emulator:
