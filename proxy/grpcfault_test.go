@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,16 +172,21 @@ func TestGRPCClientDisconnectLeaksNoGoroutine(t *testing.T) {
 		h.meter.SetLatency(time.Minute)
 		open := inflight.Load() // the Listen and Write streams
 		done := make(chan struct{}, 2)
+		var finished atomic.Int64
 		go func() {
 			c.BeginTransaction(ctx, &firestorepb.BeginTransactionRequest{Database: h.database()})
+			finished.Add(1)
 			done <- struct{}{}
 		}()
 		go func() {
 			c.GetDocument(ctx, &firestorepb.GetDocumentRequest{Name: h.name("products/p"), Mask: &firestorepb.DocumentMask{FieldPaths: []string{"v"}}})
+			finished.Add(1)
 			done <- struct{}{}
 		}()
+		// Each call is open on the proxy, or already answered (a read a previous
+		// round's fill cached): either way none can be missed.
 		waitFor(t, "both slow calls to be open on the proxy", func() bool {
-			return inflight.Load() >= open+2
+			return inflight.Load()+finished.Load() >= open+2
 		})
 		cc.Close() // the client goes away with four calls open
 		<-done

@@ -29,7 +29,11 @@ type listenClient struct {
 }
 
 func (h *harness) listenClient(base string) *listenClient {
-	return &listenClient{t: h.t, hc: h.http, base: base, db: "projects/" + h.project + "/databases/(default)"}
+	// A client of its own: the emulator closes channel connections it has answered
+	// without saying so, and a write of the test reusing one would fail with EOF.
+	hc := &http.Client{Timeout: h.http.Timeout, Transport: &http.Transport{DisableCompression: true}}
+	h.t.Cleanup(hc.CloseIdleConnections)
+	return &listenClient{t: h.t, hc: hc, base: base, db: "projects/" + h.project + "/databases/(default)"}
 }
 
 func (c *listenClient) url(query string) string {
