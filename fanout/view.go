@@ -309,7 +309,11 @@ func (v *view) unsubscribe(ct *clientTarget) {
 }
 
 // fail closes a view whose upstream refused it for good: each client target gets
-// TargetChange REMOVE with the upstream's cause.
+// TargetChange REMOVE with the upstream's cause. A PerCaller view refused as
+// UNAUTHENTICATED (its callers' token expired: Firebase ID tokens last an hour) ends
+// its client streams with that status instead, as Firestore ends a stream whose token
+// expired: the SDKs then refresh the token and listen again, and their listeners live
+// on, where a REMOVE would end them with an error.
 func (v *view) fail(err error) {
 	cause := status.New(codes.Unavailable, "the upstream listen ended")
 	var se interface{ GRPCStatus() *status.Status }
@@ -324,7 +328,12 @@ func (v *view) fail(err error) {
 	if v.linger != nil {
 		v.linger.Stop()
 	}
+	expired := v.mode == PerCaller && cause.Code() == codes.Unauthenticated
 	for ct := range subs {
+		if expired {
+			ct.client.end(cause.Err())
+			continue
+		}
 		ct.client.serverRemoved(ct, cause)
 	}
 	v.mu.Unlock()
