@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,8 +42,9 @@ import (
 const (
 	// fanoutDocs is how many documents the listened query matches.
 	fanoutDocs = 20
-	// fanoutLatencyListeners is the latency benchmark's listeners each way.
-	fanoutLatencyListeners = 100
+	// fanoutLatencyListeners is the latency benchmark's listeners each way, and
+	// fanoutLatencyWrites its measured writes each way per b.N.
+	fanoutLatencyListeners, fanoutLatencyWrites = 100, 9
 	// fanoutMemoryClients is K in the memory benchmark: client targets on one view, and
 	// views with one client each.
 	fanoutMemoryClients = 500
@@ -68,9 +70,15 @@ rules:
     scope: shared
 `
 
-// startFanoutProxy starts a proxy (L1 only, fanoutRules) in front of upstreamURL and
-// returns its address.
-func startFanoutProxy(b *testing.B, upstreamURL string) string {
+// endpoint is where listeners connect: the emulator (through a meter or not) or a
+// proxy.
+type endpoint struct {
+	addr  string
+	proxy *proxytest.Server // nil for the emulator
+}
+
+// startFanoutProxy starts a proxy (L1 only, fanoutRules) in front of upstreamURL.
+func startFanoutProxy(b *testing.B, upstreamURL string) endpoint {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "rules.yaml")
 	if err := os.WriteFile(path, []byte(fanoutRules), 0o600); err != nil {
@@ -80,7 +88,44 @@ func startFanoutProxy(b *testing.B, upstreamURL string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return proxytest.Start(b, proxy.Options{Upstream: upstreamURL, Rules: store}).Addr
+	p := proxytest.Start(b, proxy.Options{Upstream: upstreamURL, Rules: store})
+	return endpoint{addr: p.Addr, proxy: p}
+}
+
+// idle waits until the proxy serves no client stream and listens to no view (at once
+// for the emulator), so that what comes next starts from none.
+func (e endpoint) idle(b *testing.B) {
+	b.Helper()
+	if e.proxy == nil {
+		return
+	}
+	deadline := time.Now().Add(fanoutWait)
+	for st := e.proxy.Stats().Listen; st.ClientStreams > 0 || st.UpstreamTargets > 0; st = e.proxy.Stats().Listen {
+		if time.Now().After(deadline) {
+			b.Fatalf("the proxy still serves %d client streams and %d views %v after its listeners left", st.ClientStreams, st.UpstreamTargets, fanoutWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// benchProject is a project of the benchmark's own, wiped when it ends. Not
+// emu.NewProject, whose wipe fails the benchmark at the first refusal: the emulator
+// drops a cancelled Listen call asynchronously, and a wipe racing that fails ("call
+// already cancelled"), so this one tries again.
+func benchProject(b *testing.B, emu *testbed.Emu) string {
+	b.Helper()
+	p := "b-fanout-" + testbed.RandomHex(6)
+	b.Cleanup(func() {
+		var err error
+		for range 10 {
+			if err = emu.Wipe(p); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		b.Errorf("%v", err)
+	})
+	return p
 }
 
 // BenchmarkListenFanOutReads: N = 1, 10, 100, 1,000 listeners on one query of
@@ -92,38 +137,40 @@ func BenchmarkListenFanOutReads(b *testing.B) {
 	emu := testbed.Emulator(b)
 	directMeter := testbed.NewMeter(b, emu.URL)
 	proxyMeter := testbed.NewMeter(b, emu.URL)
-	proxyAddr := startFanoutProxy(b, proxyMeter.URL())
+	direct, proxied := endpoint{addr: directMeter.Addr()}, startFanoutProxy(b, proxyMeter.URL())
 	commit := newCommitter(b, emu.Addr)
 
-	// run opens n listeners to addr on a fresh project, waits until all are current,
+	// run opens n listeners to at on a fresh project, waits until all are current,
 	// changes one document, waits until all have it, and returns what meter counted.
-	run := func(b *testing.B, meter *testbed.Meter, addr string, n int) testbed.Counts {
-		project := emu.NewProject(b)
+	run := func(b *testing.B, meter *testbed.Meter, at endpoint, n int) testbed.Counts {
+		project := benchProject(b, emu)
 		commit.seed(b, project)
 		meter.Reset()
-		g := openListeners(b, addr, project, layout{streams: n, perConn: fanoutPerConn}, queryTarget(project, 0))
-		defer g.close()
+		g := openListeners(b, at.addr, project, layout{streams: n, perConn: fanoutPerConn}, queryTarget(project, 0))
 		g.waitCurrent(b)
 		commit.change(b, project, 1)
 		g.waitRev(b, 1)
-		return meter.Snapshot()
+		c := meter.Snapshot()
+		g.close()
+		at.idle(b)
+		return c
 	}
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("listeners=%d", n), func(b *testing.B) {
-			var direct, proxied, proxiedTargets float64
+			var directDocs, proxiedDocs, proxiedTargets float64
 			for range b.N {
-				direct += float64(run(b, directMeter, directMeter.Addr(), n).ListenDocuments)
-				pc := run(b, proxyMeter, proxyAddr, n)
-				proxied += float64(pc.ListenDocuments)
+				dc, pc := run(b, directMeter, direct, n), run(b, proxyMeter, proxied, n)
+				directDocs += float64(dc.ListenDocuments)
+				proxiedDocs += float64(pc.ListenDocuments)
 				proxiedTargets += float64(pc.ListenTargets)
 			}
-			if proxied == 0 {
+			if proxiedDocs == 0 {
 				b.Fatal("nothing streamed upstream through the proxy's meter: the measurement is broken")
 			}
 			N := float64(b.N)
-			b.ReportMetric(direct/N, "direct-docs")
-			b.ReportMetric(proxied/N, "proxied-docs")
-			b.ReportMetric(direct/proxied, "direct/proxied")
+			b.ReportMetric(directDocs/N, "direct-docs")
+			b.ReportMetric(proxiedDocs/N, "proxied-docs")
+			b.ReportMetric(directDocs/proxiedDocs, "direct/proxied")
 			b.ReportMetric(proxiedTargets/N, "proxied-targets")
 		})
 	}
@@ -137,13 +184,13 @@ func BenchmarkListenFanOutReads(b *testing.B) {
 // streams the change to its listeners before it answers the commit, so direct
 // listeners have it "before" the answer (the commit-p50-ms figures are the answer's
 // round trip with each set listening).
-// The p50 of each, and their ratio. -benchtime sets the repetitions (each is a write
-// per set).
+// The p50 of each over fanoutLatencyWrites writes (times b.N: run it with -benchtime
+// 1x), and their ratio.
 func BenchmarkListenFanOutLatency(b *testing.B) {
 	emu := testbed.Emulator(b)
 	directMeter := testbed.NewMeter(b, emu.URL)
 	proxyMeter := testbed.NewMeter(b, emu.URL)
-	proxyAddr := startFanoutProxy(b, proxyMeter.URL())
+	proxied := startFanoutProxy(b, proxyMeter.URL())
 	commit := newCommitter(b, emu.Addr)
 
 	type set struct {
@@ -151,26 +198,26 @@ func BenchmarkListenFanOutLatency(b *testing.B) {
 		g           *listenerGroup
 		lat, commit []time.Duration
 	}
-	open := func(addr string) *set {
-		project := emu.NewProject(b)
+	open := func(at endpoint) *set {
+		project := benchProject(b, emu)
 		commit.seed(b, project)
-		g := openListeners(b, addr, project, layout{streams: fanoutLatencyListeners, perConn: fanoutPerConn}, queryTarget(project, 0))
-		b.Cleanup(g.close)
+		g := openListeners(b, at.addr, project, layout{streams: fanoutLatencyListeners, perConn: fanoutPerConn}, queryTarget(project, 0))
+		b.Cleanup(func() { g.close(); at.idle(b) })
 		g.waitCurrent(b)
 		return &set{project: project, g: g}
 	}
-	direct, proxied := open(directMeter.Addr()), open(proxyAddr)
+	ds, ps := open(endpoint{addr: directMeter.Addr()}), open(proxied)
 	// Warm both paths with one change each, unmeasured.
-	for _, s := range []*set{direct, proxied} {
+	for _, s := range []*set{ds, ps} {
 		commit.change(b, s.project, 1)
 		s.g.waitRev(b, 1)
 	}
 	b.ResetTimer()
-	for i := range b.N {
+	for i := range fanoutLatencyWrites * b.N {
 		rev := int64(i + 2)
-		order := []*set{direct, proxied}
+		order := []*set{ds, ps}
 		if i%2 == 1 {
-			order = []*set{proxied, direct} // neither always follows the other's write
+			order = []*set{ps, ds} // neither always follows the other's write
 		}
 		for _, s := range order {
 			sent, answered := commit.change(b, s.project, rev)
@@ -180,12 +227,12 @@ func BenchmarkListenFanOutLatency(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	d, p := median(direct.lat), median(proxied.lat)
+	d, p := median(ds.lat), median(ps.lat)
 	b.ReportMetric(ms(d), "direct-p50-ms")
 	b.ReportMetric(ms(p), "proxied-p50-ms")
 	b.ReportMetric(float64(p)/float64(max(d, time.Microsecond)), "proxied/direct")
-	b.ReportMetric(ms(median(direct.commit)), "direct-commit-p50-ms")
-	b.ReportMetric(ms(median(proxied.commit)), "proxied-commit-p50-ms")
+	b.ReportMetric(ms(median(ds.commit)), "direct-commit-p50-ms")
+	b.ReportMetric(ms(median(ps.commit)), "proxied-commit-p50-ms")
 }
 
 // BenchmarkListenFanOutMemory: the live heap and goroutine stacks of this process
@@ -207,32 +254,33 @@ func BenchmarkListenFanOutLatency(b *testing.B) {
 // client's stream = (E - S clients - one view - S D / K) / (S (M - 1)).
 func BenchmarkListenFanOutMemory(b *testing.B) {
 	emu := testbed.Emulator(b)
-	proxyAddr := startFanoutProxy(b, emu.URL)
+	direct, proxied := endpoint{addr: emu.Addr}, startFanoutProxy(b, emu.URL)
 	commit := newCommitter(b, emu.Addr)
-	project := emu.NewProject(b)
+	project := benchProject(b, emu)
 	commit.seed(b, project)
 	const k, m, ss = fanoutMemoryClients, fanoutMemoryTargets, fanoutMemoryStreams
 
 	// measure opens lay's streams to addr and returns the heap and stacks they added
 	// once all are current (then closes them and lets usage settle).
-	measure := func(addr string, lay layout, target func(i int) *firestorepb.Target) usage {
+	measure := func(at endpoint, lay layout, target func(i int) *firestorepb.Target) usage {
 		h0, s0 := settledMemory()
-		g := openListeners(b, addr, project, lay, target)
+		g := openListeners(b, at.addr, project, lay, target)
 		g.waitCurrent(b)
 		h1, s1 := settledMemory()
 		g.close()
+		at.idle(b)
 		return usage{float64(h1) - float64(h0), float64(s1) - float64(s0)}
 	}
 	clients := layout{streams: k, perConn: 1}
 	same, distinct := queryTarget(project, 0), queryTarget(project, 1)
-	measure(proxyAddr, clients, same) // warm: the proxy's upstream connection, the client library
+	measure(proxied, clients, same) // warm: the proxy's upstream connection, the client library
 
 	var d, a, bb, e usage
 	for range b.N {
-		d = d.plus(measure(emu.Addr, clients, same))
-		a = a.plus(measure(proxyAddr, clients, same))
-		bb = bb.plus(measure(proxyAddr, clients, distinct))
-		e = e.plus(measure(proxyAddr, layout{streams: ss, perConn: 1, perStream: m}, same))
+		d = d.plus(measure(direct, clients, same))
+		a = a.plus(measure(proxied, clients, same))
+		bb = bb.plus(measure(proxied, clients, distinct))
+		e = e.plus(measure(proxied, layout{streams: ss, perConn: 1, perStream: m}, same))
 	}
 	n := 1 / float64(b.N)
 	d, a, bb, e = d.times(n), a.times(n), bb.times(n), e.times(n)
@@ -374,12 +422,14 @@ func (c *committer) commit(b *testing.B, project string, writes []*firestorepb.W
 	}
 }
 
-// listenerGroup is n Listen streams, one target each, read by a goroutine each.
+// listenerGroup is Listen streams read by a goroutine each.
 type listenerGroup struct {
 	conns     []*grpc.ClientConn
+	streams   []firestorepb.Firestore_ListenClient
 	listeners []*listener
 	cancel    context.CancelFunc
 	errs      chan error
+	closing   atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -389,6 +439,7 @@ type listenerGroup struct {
 // the rev of p00 it holds and when the snapshot arrived.
 type listener struct {
 	targets int
+	done    chan struct{} // closed when its stream has ended
 	current chan struct{}
 	revs    chan revAt
 }
@@ -431,22 +482,23 @@ func openListeners(b *testing.B, addr, project string, lay layout, target func(i
 			g.close()
 			b.Fatalf("Listen stream %d to %s: %v", i, addr, err)
 		}
-		l := &listener{targets: perStream, current: make(chan struct{}), revs: make(chan revAt, 64)}
-		g.listeners = append(g.listeners, l)
-		go l.read(s, g.errs)
+		l := &listener{targets: perStream, done: make(chan struct{}), current: make(chan struct{}), revs: make(chan revAt, 64)}
+		g.streams, g.listeners = append(g.streams, s), append(g.listeners, l)
+		go l.read(s, g)
 	}
 	return g
 }
 
-func (l *listener) read(s firestorepb.Firestore_ListenClient, errs chan<- error) {
+func (l *listener) read(s firestorepb.Firestore_ListenClient, g *listenerGroup) {
+	defer close(l.done)
 	isCurrent := map[int32]bool{}
 	consistent := false
 	rev := int64(-1)
 	for {
 		resp, err := s.Recv()
 		if err != nil {
-			if !consistent || s.Context().Err() == nil {
-				errs <- err
+			if !g.closing.Load() {
+				g.errs <- err
 			}
 			return
 		}
@@ -523,9 +575,24 @@ func (g *listenerGroup) waitRev(b *testing.B, rev int64) time.Time {
 	return last
 }
 
-// close ends every stream and connection.
+// close ends every stream as a client leaving does (a half-close, which the server
+// answers by ending the call), waits for the ends, then closes the connections.
 func (g *listenerGroup) close() {
 	g.closeOnce.Do(func() {
+		g.closing.Store(true)
+		for _, s := range g.streams {
+			s.CloseSend()
+		}
+		deadline := time.NewTimer(fanoutWait)
+		defer deadline.Stop()
+	wait:
+		for _, l := range g.listeners {
+			select {
+			case <-l.done:
+			case <-deadline.C:
+				break wait // cancelled below
+			}
+		}
 		g.cancel()
 		for _, cc := range g.conns {
 			cc.Close()
