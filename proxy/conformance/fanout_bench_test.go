@@ -146,7 +146,7 @@ func BenchmarkListenFanOutReads(b *testing.B) {
 		project := benchProject(b, emu)
 		commit.seed(b, project)
 		meter.Reset()
-		g := openListeners(b, at.addr, project, layout{streams: n, perConn: fanoutPerConn}, queryTarget(project, 0))
+		g := openListeners(b, at.addr, project, layout{streams: n, perConn: fanoutPerConn}, queryTarget(project, false))
 		g.waitCurrent(b)
 		commit.change(b, project, 1)
 		g.waitRev(b, 1)
@@ -201,7 +201,7 @@ func BenchmarkListenFanOutLatency(b *testing.B) {
 	open := func(at endpoint) *set {
 		project := benchProject(b, emu)
 		commit.seed(b, project)
-		g := openListeners(b, at.addr, project, layout{streams: fanoutLatencyListeners, perConn: fanoutPerConn}, queryTarget(project, 0))
+		g := openListeners(b, at.addr, project, layout{streams: fanoutLatencyListeners, perConn: fanoutPerConn}, queryTarget(project, false))
 		b.Cleanup(func() { g.close(); at.idle(b) })
 		g.waitCurrent(b)
 		return &set{project: project, g: g}
@@ -260,7 +260,7 @@ func BenchmarkListenFanOutMemory(b *testing.B) {
 	commit.seed(b, project)
 	const k, m, ss = fanoutMemoryClients, fanoutMemoryTargets, fanoutMemoryStreams
 
-	// measure opens lay's streams to addr and returns the heap and stacks they added
+	// measure opens lay's streams to at and returns the heap and stacks they added
 	// once all are current (then closes them and lets usage settle).
 	measure := func(at endpoint, lay layout, target func(i int) *firestorepb.Target) usage {
 		h0, s0 := settledMemory()
@@ -272,7 +272,7 @@ func BenchmarkListenFanOutMemory(b *testing.B) {
 		return usage{float64(h1) - float64(h0), float64(s1) - float64(s0)}
 	}
 	clients := layout{streams: k, perConn: 1}
-	same, distinct := queryTarget(project, 0), queryTarget(project, 1)
+	same, distinct := queryTarget(project, false), queryTarget(project, true)
 	measure(proxied, clients, same) // warm: the proxy's upstream connection, the client library
 
 	var d, a, bb, e usage
@@ -348,7 +348,7 @@ func database(project string) string { return "projects/" + project + "/database
 // queryTarget returns the target of listener i: products whose category is "fanout"
 // (all fanoutDocs documents), with a limit of 1000 + i when distinct is set (a distinct
 // query, hence a view of its own, matching the same documents), none otherwise.
-func queryTarget(project string, distinct int) func(i int) *firestorepb.Target {
+func queryTarget(project string, distinct bool) func(i int) *firestorepb.Target {
 	db := database(project)
 	return func(i int) *firestorepb.Target {
 		q := &firestorepb.StructuredQuery{
@@ -357,7 +357,7 @@ func queryTarget(project string, distinct int) func(i int) *firestorepb.Target {
 				Field: &firestorepb.StructuredQuery_FieldReference{FieldPath: "category"}, Op: firestorepb.StructuredQuery_FieldFilter_EQUAL,
 				Value: &firestorepb.Value{ValueType: &firestorepb.Value_StringValue{StringValue: "fanout"}}}}},
 		}
-		if distinct != 0 {
+		if distinct {
 			q.Limit = wrapperspb.Int32(int32(1000 + i))
 		}
 		return &firestorepb.Target{TargetId: 2, TargetType: &firestorepb.Target_Query{Query: &firestorepb.Target_QueryTarget{
