@@ -14,7 +14,9 @@
 # GOMAXPROCS=1, nginx as many workers as the CPUs it is given: `auto` on that share), wrk
 # runs with one thread on CPU 1. With more cores the server gets all but the last.
 # Then: the added latency of a miss, the realistic mix (internal/bench BenchmarkMix), the
-# Go micro-benchmarks and the emitter ratio.
+# Go micro-benchmarks, the emitter ratio, and the Listen fan-out rows (proxy/conformance
+# fanout_bench_test.go: upstream documents for N listeners, write-to-100th-listener
+# latency, memory per client and per shared target; each beside its direct baseline).
 #
 # Knobs: BENCH_DURATION (5s per row and round), BENCH_ROUNDS (3: the median then drops one
 # round a stall of the shared host spoiled; of 2 it is their mean), BENCH_CONNECTIONS (64),
@@ -244,9 +246,9 @@ HARVEST_TEST_EMULATOR=$EMU HARVEST_BENCH_RESULTS=$RES \
 	go test -run '^$' -bench BenchmarkMix -benchtime 1x -timeout 10m ./internal/bench/ >"$WORK/mix.out" 2>&1 ||
 	{ tail -20 "$WORK/mix.out" >&2; broke "realistic mix"; }
 
-micro() { # micro TITLE PKG PATTERN [benchtime]
+micro() { # micro TITLE PKG PATTERN [benchtime] [flags (default -benchmem)]
 	local out
-	if out=$(go test -run '^$' -bench "$3" -benchmem -benchtime "${4:-1s}" "$2" 2>&1); then
+	if out=$(go test -run '^$' -bench "$3" ${5--benchmem} -benchtime "${4:-1s}" "$2" 2>&1); then
 		printf '%s\n' "$1"
 		awk '/^Benchmark/ {n=$1; sub(/-[0-9]+$/, "", n); line=sprintf("  %-40s", n); for (i=3; i<=NF; i+=2) line=line sprintf(" %12s %s", $i, $(i+1)); print line}' <<<"$out"
 	else
@@ -266,6 +268,9 @@ say "Go micro-benchmarks and the emitter ratio"
 	micro "emitter (256 in flight, same broker)" ./emitter/ 'BenchmarkEmitConfirms|BenchmarkBareAmqpConfirms' 3s
 	micro "write latency the emitter adds (two proxies written to alternately, same emulator)" ./proxy/ 'BenchmarkWriteEventsAddedLatency' 300x
 	HARVEST_TEST_EMULATOR=$EMU micro "events per second from the Write stream (10 writes in flight, real broker; direct-writes/s: the same stream straight to the emulator)" ./proxy/conformance/ 'BenchmarkWriteStreamEvents' 300x
+	HARVEST_TEST_EMULATOR=$EMU micro "Listen fan-out: documents streamed upstream for N gRPC listeners on one 20-document query and one change, directly vs through the proxy (upstream meters)" ./proxy/conformance/ 'BenchmarkListenFanOutReads' 1x ''
+	HARVEST_TEST_EMULATOR=$EMU micro "Listen fan-out: from sending a write to the 100th listener's copy of it, 100 direct listeners vs 100 through the proxy (p50 of 9)" ./proxy/conformance/ 'BenchmarkListenFanOutLatency' 1x ''
+	HARVEST_TEST_EMULATOR=$EMU micro "Listen fan-out: proxy memory (live heap and goroutine stacks after GC) per shared target (20 docs), per client (own connection, one target), per extra target on a stream" ./proxy/conformance/ 'BenchmarkListenFanOutMemory' 1x ''
 } >"$WORK/micro.txt"
 awk '/BenchmarkEmitConfirms/ {for (i=1;i<NF;i++) if ($(i+1)=="msgs/s") print "emit_msgs_per_s=" $i}
      /BenchmarkBareAmqpConfirms/ {for (i=1;i<NF;i++) if ($(i+1)=="msgs/s") print "bare_msgs_per_s=" $i}' "$WORK/micro.txt" >>"$RES"
