@@ -22,12 +22,14 @@
 //     repeated reads that must not reach the upstream meter.
 //   - writestream_bench_test.go: `make bench`'s events per second from the Write stream.
 //   - verify_test.go: the JS SDK's transaction commit with a "verify" write, as raw HTTP.
-//   - fanout_test.go and fanout_leak_test.go with js/fanout.mjs (build tag fanout, until
-//     the Listen fan-out hub is wired; browser/fanout_test.go is its WebChannel twin):
-//     many SDK clients listening to one target through the proxy see step by step what
+//   - fanout_test.go and fanout_leak_test.go with js/fanout.mjs (browser/fanout_test.go
+//     is its WebChannel twin): many SDK clients listening to one target through the proxy see step by step what
 //     a direct listener sees, while the upstream meter shows one listener's work; reads
 //     of a listened target, user-scoped targets under emulator security rules, an
 //     upstream cut, and 1,000 abandoned Listen streams that must leak nothing.
+//   - fanout_bench_test.go: `make bench`'s fan-out rows (upstream documents for N
+//     listeners directly and through the proxy, memory per client and per shared
+//     target, write to the 100th listener's snapshot).
 //
 // Any difference between the direct and the proxied run is a proxy bug.
 package conformance
