@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -138,8 +139,24 @@ func projectID(testName string, pid int, seq int64) string {
 	return "t-" + name + suffix
 }
 
-// Wipe deletes every document of project's default database.
+// Wipe deletes every document of project's default database. The emulator now and
+// then refuses a wipe that races a Listen call just cancelled (499 "call already
+// cancelled"): such a refusal is tried again.
 func (e *Emu) Wipe(project string) error {
+	var err error
+	for range 5 {
+		if err = e.wipeOnce(project); !errors.Is(err, errWipeCancelled) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+// errWipeCancelled marks the emulator's 499 to a wipe.
+var errWipeCancelled = errors.New("the emulator cancelled the call")
+
+func (e *Emu) wipeOnce(project string) error {
 	u := e.URL + "/emulator/v1/projects/" + url.PathEscape(project) + "/databases/(default)/documents"
 	req, err := http.NewRequest(http.MethodDelete, u, nil)
 	if err != nil {
@@ -151,6 +168,9 @@ func (e *Emu) Wipe(project string) error {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode == 499 {
+		return fmt.Errorf("wipe %s: %w: %s", project, errWipeCancelled, body)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("wipe %s: emulator answered %s: %s", project, resp.Status, body)
 	}
