@@ -10,6 +10,7 @@ package proxy
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
@@ -184,17 +185,40 @@ func (s grpcListenStream) Send(r *firestorepb.ListenResponse) error {
 	return s.ss.SendMsg(&grpcrelay.Frame{Bytes: b})
 }
 
-// lazyConn is a gRPC connection dialled at its first call.
+// upstreamListenConns is how many HTTP/2 connections the views' upstream Listen
+// streams are spread over. Each view is a stream of its own, and Google's front end
+// allows about 100 concurrent streams on one connection (grpc-go queues the rest, so a
+// view beyond them would wait for another to end): eight connections carry 800.
+const upstreamListenConns = 8
+
+// lazyConn is a set of upstream gRPC connections, dialled at the first call; calls
+// take them in turn.
 type lazyConn struct {
 	dial func() (*grpc.ClientConn, error)
 	once sync.Once
-	cc   *grpc.ClientConn
+	ccs  []*grpc.ClientConn
 	err  error
+	next atomic.Uint64
 }
 
 func (l *lazyConn) get() (*grpc.ClientConn, error) {
-	l.once.Do(func() { l.cc, l.err = l.dial() })
-	return l.cc, l.err
+	l.once.Do(func() {
+		for range upstreamListenConns {
+			cc, err := l.dial()
+			if err != nil {
+				for _, c := range l.ccs {
+					c.Close()
+				}
+				l.ccs, l.err = nil, err
+				return
+			}
+			l.ccs = append(l.ccs, cc)
+		}
+	})
+	if l.err != nil {
+		return nil, l.err
+	}
+	return l.ccs[l.next.Add(1)%uint64(len(l.ccs))], nil
 }
 
 func (l *lazyConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
@@ -213,10 +237,10 @@ func (l *lazyConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method 
 	return cc.NewStream(ctx, desc, method, opts...)
 }
 
-// Close closes the connection if it was dialled.
+// Close closes the connections that were dialled.
 func (l *lazyConn) Close() {
 	l.once.Do(func() {}) // no dial after Close
-	if l.cc != nil {
-		l.cc.Close()
+	for _, cc := range l.ccs {
+		cc.Close()
 	}
 }
