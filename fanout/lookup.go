@@ -29,6 +29,9 @@ func (p Presence) String() string {
 	return "unknown"
 }
 
+// Lookups answer only from views whose upstream stream is open (watch.Watch.Live): a
+// view cut off from the upstream may be missing changes.
+
 // LookupDocument answers a read of one document from the current views of database
 // under scope: the document and the read time of the view that answered (the latest
 // one that knows). A query view can say Found, never Missing (the document may exist
@@ -38,7 +41,7 @@ func (p Presence) String() string {
 func (h *Hub) LookupDocument(database, name string, scope Scope) (doc *firestorepb.Document, p Presence, readTime time.Time) {
 	for _, v := range h.viewsOf(database, scope) {
 		v.mu.Lock()
-		if v.current && !v.closed && !v.readTime.Before(readTime) {
+		if v.current && !v.closed && v.w.Live() && !v.readTime.Before(readTime) {
 			if d, ok := v.docs[name]; ok {
 				doc, p, readTime = d, Found, v.readTime
 			} else if v.covers(name) {
@@ -64,7 +67,7 @@ func (h *Hub) LookupDocumentTarget(database, name string, scope Scope) (doc *fir
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !v.current || v.closed {
+	if !v.current || v.closed || !v.w.Live() {
 		return nil, Unknown, time.Time{}
 	}
 	if d, ok := v.docs[name]; ok {
@@ -98,7 +101,7 @@ func (h *Hub) LookupQuery(database, parent string, q *firestorepb.StructuredQuer
 		return nil, time.Time{}, false
 	}
 	v.mu.Lock()
-	if !v.current || v.closed {
+	if !v.current || v.closed || !v.w.Live() {
 		v.mu.Unlock()
 		return nil, time.Time{}, false
 	}

@@ -7,12 +7,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/harvest-hub/edge/fanout"
+	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 func ref(p string) *firestorepb.StructuredQuery_FieldReference {
@@ -206,4 +208,41 @@ func TestPassthroughBesideSharedTargets(t *testing.T) {
 	if got := b.meter.Snapshot().Requests["Listen"]; got != 2 {
 		t.Errorf("upstream Listen streams: %d, want 2 (the view's, the private one)", got)
 	}
+}
+
+// A view cut off from the upstream answers no lookup (it may be missing changes made
+// meanwhile) until its stream is back and consistent again; its clients stay.
+func TestLookupsStopWhileTheUpstreamIsAway(t *testing.T) {
+	emu := testbed.Emulator(t)
+	relay := testbed.NewRelay(t, emu.Addr)
+	b := newBed(t, fanout.Config{})
+	conn, err := dialWatch("http://" + relay.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	hub, addr := startHub(t, fanout.Config{Conn: conn, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Policy: func(string, *firestorepb.Target) fanout.Mode { return fanout.Shared }})
+	b.setV(t, "orders/a", "1")
+	l := listen(t, dialInsecure(t, addr), b.db, "")
+	l.add(1, b.docsTarget("orders/a"))
+	l.waitState(1, "a=1")
+	name := b.db + "/documents/orders/a"
+	found := func() bool {
+		_, p, _ := hub.LookupDocumentTarget(b.db, name, fanout.SharedScope)
+		return p == fanout.Found
+	}
+	eventually(t, "the view to answer", found)
+	relay.Cut()
+	eventually(t, "the cut-off view to stop answering", func() bool { return !found() })
+	b.setV(t, "orders/a", "2") // a change the view cannot see yet
+	if d, p, _ := hub.LookupDocumentTarget(b.db, name, fanout.SharedScope); p != fanout.Unknown {
+		t.Errorf("while the upstream is away: %v %v, want unknown", p, d)
+	}
+	relay.Restore()
+	l.waitState(1, "a=2")
+	eventually(t, "the view to answer again, with the change", func() bool {
+		d, p, _ := hub.LookupDocumentTarget(b.db, name, fanout.SharedScope)
+		return p == fanout.Found && d.GetFields()["v"].GetStringValue() == "2"
+	})
 }

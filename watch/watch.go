@@ -160,7 +160,14 @@ type Watch struct {
 
 	documents, resets, reconnects atomic.Uint64
 	readTime                      atomic.Int64 // unix nanoseconds; 0 before the first snapshot
+	live                          atomic.Bool  // see Live
 }
+
+// Live reports whether the view follows the upstream now: the stream that brought the
+// last accepted snapshot is still open. It is false before the first snapshot, and
+// from the moment a stream ends until its successor reaches a consistent snapshot:
+// while the upstream is away, the view may miss changes.
+func (w *Watch) Live() bool { return w.live.Load() }
 
 // New validates cfg and returns a Watch that Run starts.
 func New(cfg Config) (*Watch, error) {
@@ -257,6 +264,7 @@ type pendingDoc struct {
 func (w *Watch) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer w.live.Store(false)
 	ctx = metadata.AppendToOutgoingContext(ctx,
 		"google-cloud-resource-prefix", w.cfg.Database,
 		"x-goog-request-params", "database="+w.cfg.Database)
@@ -456,6 +464,7 @@ func (w *Watch) snapshot(ctx context.Context, p *pass, rt *timestamppb.Timestamp
 	}
 	w.pos = Position{ResumeToken: token, ReadTime: snap.ReadTime}
 	w.readTime.Store(snap.ReadTime.UnixNano())
+	w.live.Store(true)
 	p.reset = false
 	clear(p.pending)
 	return nil
