@@ -56,7 +56,10 @@ func TestClientsSeeWhatADirectListenerSees(t *testing.T) {
 		want  string
 	}{
 		{"initial", func() {}, "a=1, b=1"},
-		{"change and create", func() { b.set(t, "orders/a", openDoc("2")); b.set(t, "orders/c", openDoc("1")) }, "a=2, b=1, c=1"},
+		// One write a step: two writes may reach a listener as one snapshot or two, and
+		// either is what Firestore may send.
+		{"change", func() { b.set(t, "orders/a", openDoc("2")) }, "a=2, b=1"},
+		{"create", func() { b.set(t, "orders/c", openDoc("1")) }, "a=2, b=1, c=1"},
 		{"removal from the query", func() { b.set(t, "orders/b", `{"v":{"stringValue":"1"},"status":{"stringValue":"closed"}}`) }, "a=2, c=1"},
 		{"delete", func() { b.del(t, "orders/a") }, "c=1"},
 	}
