@@ -44,6 +44,7 @@ func TestBrowserThroughNginx(t *testing.T) {
 			browser.Run{Name: sdk + "/nginx", SDK: sdk, Host: "127.0.0.1", Port: nginxPort, ProjectID: emu.NewProject(t)})
 	}
 	results := browser.Execute(t, pagePort, runs)
+	browser.RetryFailedDirect(t, pagePort, runs, results, emu.NewProject)
 	for i := 0; i < len(runs); i += 2 {
 		d, n := runs[i], runs[i+1]
 		browser.CheckClean(t, d.Name, results[d.Name])

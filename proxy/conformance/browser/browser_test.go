@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -107,7 +108,9 @@ func TestWebSDKTransparent(t *testing.T) {
 		runs = append(runs, p.direct, p.proxy)
 	}
 	results := Execute(t, 0, runs)
+	RetryFailedDirect(t, 0, runs, results, emu.NewProject)
 	for _, p := range pairs {
+		p.direct = runs[slices.IndexFunc(runs, func(r Run) bool { return r.Name == p.direct.Name })]
 		d, g := results[p.direct.Name], results[p.proxy.Name]
 		CheckClean(t, p.direct.Name, d)
 		CheckClean(t, p.proxy.Name, g)
