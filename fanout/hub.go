@@ -93,6 +93,7 @@ type Hub struct {
 	views   map[string]*view
 	byScope map[string]map[*view]struct{} // database + scope → its views, for lookups
 
+	nviews        atomic.Int64 // len(views), for lookups that find none without the lock
 	clients       atomic.Int64
 	sent          atomic.Uint64 // documents sent to clients from views
 	received      atomic.Uint64 // documents received upstream by views
@@ -164,6 +165,7 @@ func (h *Hub) subscribe(database string, mode Mode, caller Caller, target *fires
 				return status.Error(codes.Internal, "the proxy cannot listen to this target")
 			}
 			h.views[key] = v
+			h.nviews.Store(int64(len(h.views)))
 			idx := scopeIndex(database, scope)
 			if h.byScope[idx] == nil {
 				h.byScope[idx] = map[*view]struct{}{}
@@ -193,6 +195,7 @@ func (h *Hub) forget(v *view) {
 func (h *Hub) forgetLocked(v *view) {
 	if h.views[v.key] == v {
 		delete(h.views, v.key)
+		h.nviews.Store(int64(len(h.views)))
 	}
 	idx := scopeIndex(v.database, v.scope)
 	delete(h.byScope[idx], v)

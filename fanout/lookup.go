@@ -53,16 +53,45 @@ func (h *Hub) LookupDocument(database, name string, scope Scope) (doc *firestore
 	return doc, p, readTime
 }
 
-// LookupDocumentTarget is LookupDocument answered only by the view of that one document
-// (the target the SDKs' getDoc and a document's onSnapshot listen to), found by its
-// key: constant time whatever the number of views, for the read path.
-func (h *Hub) LookupDocumentTarget(database, name string, scope Scope) (doc *firestorepb.Document, p Presence, readTime time.Time) {
-	key := viewKey(database, scope, &firestorepb.Target{TargetType: &firestorepb.Target_Documents{
-		Documents: &firestorepb.Target_DocumentsTarget{Documents: []string{name}}}})
+// ViewKey names the view a lookup asks, computed once by a caller that asks often (the
+// proxy keeps it in its read plan) so that a lookup is one map access.
+type ViewKey struct {
+	key  string
+	name string // a document view's document; "" for a query
+	q    *firestorepb.StructuredQuery
+}
+
+// DocumentViewKey is the key of the view of the one document name (the target the SDKs'
+// getDoc and a document's onSnapshot listen to) under scope.
+func DocumentViewKey(database, name string, scope Scope) ViewKey {
+	return ViewKey{name: name, key: viewKey(database, scope, &firestorepb.Target{TargetType: &firestorepb.Target_Documents{
+		Documents: &firestorepb.Target_DocumentsTarget{Documents: []string{name}}}})}
+}
+
+// QueryViewKey is the key of the view of the query (parent, q) under scope.
+func QueryViewKey(database, parent string, q *firestorepb.StructuredQuery, scope Scope) ViewKey {
+	return ViewKey{q: q, key: viewKey(database, scope, canonical(&firestorepb.Target{TargetType: &firestorepb.Target_Query{Query: &firestorepb.Target_QueryTarget{
+		Parent: parent, QueryType: &firestorepb.Target_QueryTarget_StructuredQuery{StructuredQuery: q},
+	}}}))}
+}
+
+// lookup is the current, live view under k, or nil. With no view at all it costs one
+// atomic load: the read path asks on every read a view could answer.
+func (h *Hub) lookup(k ViewKey) *view {
+	if h.nviews.Load() == 0 {
+		return nil
+	}
 	h.mu.Lock()
-	v := h.views[key]
+	v := h.views[k.key]
 	h.mu.Unlock()
-	if v == nil {
+	return v
+}
+
+// LookupDocumentTarget is LookupDocument answered only by the view of that one document,
+// found by its key: constant time whatever the number of views, for the read path.
+func (h *Hub) LookupDocumentTarget(k ViewKey) (doc *firestorepb.Document, p Presence, readTime time.Time) {
+	v := h.lookup(k)
+	if v == nil || k.name == "" {
 		return nil, Unknown, time.Time{}
 	}
 	v.mu.Lock()
@@ -70,7 +99,7 @@ func (h *Hub) LookupDocumentTarget(database, name string, scope Scope) (doc *fir
 	if !v.current || v.closed || !v.w.Live() {
 		return nil, Unknown, time.Time{}
 	}
-	if d, ok := v.docs[name]; ok {
+	if d, ok := v.docs[k.name]; ok {
 		return d, Found, v.readTime
 	}
 	return nil, Missing, v.readTime
@@ -86,18 +115,13 @@ func (v *view) covers(name string) bool {
 	return false
 }
 
-// LookupQuery answers a query from the current view of the identical query (same
-// parent and structured query) under scope: its documents in the query's order and the
+// LookupQuery answers a query from the current view k names (QueryViewKey: the
+// identical query, same parent and structured query, under a scope): its documents in the query's order and the
 // view's read time. ok is false when no such view is current, or when the order is not
 // one this package can reproduce exactly. The same caveats as LookupDocument apply.
-func (h *Hub) LookupQuery(database, parent string, q *firestorepb.StructuredQuery, scope Scope) (docs []*firestorepb.Document, readTime time.Time, ok bool) {
-	key := viewKey(database, scope, canonical(&firestorepb.Target{TargetType: &firestorepb.Target_Query{Query: &firestorepb.Target_QueryTarget{
-		Parent: parent, QueryType: &firestorepb.Target_QueryTarget_StructuredQuery{StructuredQuery: q},
-	}}}))
-	h.mu.Lock()
-	v := h.views[key]
-	h.mu.Unlock()
-	if v == nil {
+func (h *Hub) LookupQuery(k ViewKey) (docs []*firestorepb.Document, readTime time.Time, ok bool) {
+	v := h.lookup(k)
+	if v == nil || k.q == nil {
 		return nil, time.Time{}, false
 	}
 	v.mu.Lock()
@@ -111,7 +135,7 @@ func (h *Hub) LookupQuery(database, parent string, q *firestorepb.StructuredQuer
 	}
 	readTime = v.readTime
 	v.mu.Unlock()
-	if !sortDocs(docs, q) {
+	if !sortDocs(docs, k.q) {
 		return nil, time.Time{}, false
 	}
 	return docs, readTime, true

@@ -106,10 +106,10 @@ func TestLookupQueryOrdersAsFirestore(t *testing.T) {
 			t.Fatalf("%s: the emulator answered %q: too few documents to tell orders apart", name, want)
 		}
 		eventually(t, name+": the view did not become current", func() bool {
-			_, _, ok := b.hub.LookupQuery(b.db, b.db+"/documents", mk(), fanout.SharedScope)
+			_, _, ok := b.hub.LookupQuery(fanout.QueryViewKey(b.db, b.db+"/documents", mk(), fanout.SharedScope))
 			return ok
 		})
-		docs, rt, ok := b.hub.LookupQuery(b.db, b.db+"/documents", mk(), fanout.SharedScope)
+		docs, rt, ok := b.hub.LookupQuery(fanout.QueryViewKey(b.db, b.db+"/documents", mk(), fanout.SharedScope))
 		if !ok || rt.IsZero() {
 			t.Fatalf("%s: no answer from the view", name)
 		}
@@ -120,7 +120,7 @@ func TestLookupQueryOrdersAsFirestore(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s:\n view     %q\n emulator %q", name, got, want)
 		}
-		if _, _, ok := b.hub.LookupQuery(b.db, b.db+"/documents", mk(), fanout.CallerScope("someone")); ok {
+		if _, _, ok := b.hub.LookupQuery(fanout.QueryViewKey(b.db, b.db+"/documents", mk(), fanout.CallerScope("someone"))); ok {
 			t.Errorf("%s: a shared view answered another scope", name)
 		}
 	}
@@ -229,20 +229,20 @@ func TestLookupsStopWhileTheUpstreamIsAway(t *testing.T) {
 	l.waitState(1, "a=1")
 	name := b.db + "/documents/orders/a"
 	found := func() bool {
-		_, p, _ := hub.LookupDocumentTarget(b.db, name, fanout.SharedScope)
+		_, p, _ := hub.LookupDocumentTarget(fanout.DocumentViewKey(b.db, name, fanout.SharedScope))
 		return p == fanout.Found
 	}
 	eventually(t, "the view to answer", found)
 	relay.Cut()
 	eventually(t, "the cut-off view to stop answering", func() bool { return !found() })
 	b.setV(t, "orders/a", "2") // a change the view cannot see yet
-	if d, p, _ := hub.LookupDocumentTarget(b.db, name, fanout.SharedScope); p != fanout.Unknown {
+	if d, p, _ := hub.LookupDocumentTarget(fanout.DocumentViewKey(b.db, name, fanout.SharedScope)); p != fanout.Unknown {
 		t.Errorf("while the upstream is away: %v %v, want unknown", p, d)
 	}
 	relay.Restore()
 	l.waitState(1, "a=2")
 	eventually(t, "the view to answer again, with the change", func() bool {
-		d, p, _ := hub.LookupDocumentTarget(b.db, name, fanout.SharedScope)
+		d, p, _ := hub.LookupDocumentTarget(fanout.DocumentViewKey(b.db, name, fanout.SharedScope))
 		return p == fanout.Found && d.GetFields()["v"].GetStringValue() == "2"
 	})
 }

@@ -43,14 +43,12 @@ const viewSkew = time.Second
 // write within moments, so one older than this is in every view or none.
 const viewBarrierWindow = time.Minute
 
-// viewRead is what a planned read asks the views: one document (name) or a query
-// (parent and query). Fixed when the plan is made; nil for reads views cannot answer.
+// viewRead is what a planned read asks the views: the key of the view of one document,
+// or of a query. Fixed when the plan is made (the key costs a marshal: a hit must not
+// pay it); nil for reads views cannot answer.
 type viewRead struct {
-	scope    fanout.Scope
-	database string
-	name     string
-	parent   string
-	query    *firestorepb.StructuredQuery
+	key   fanout.ViewKey
+	query bool
 }
 
 // viewScope is the views a read under rule by the caller identity may use.
@@ -71,7 +69,7 @@ func restViewRead(ctx *fasthttp.RequestCtx, req *classify.Request, rule *rules.R
 	scope := viewScope(rule, requestIdentity(ctx))
 	switch req.Op {
 	case classify.GetDocument:
-		return &viewRead{scope: scope, database: req.Database, name: req.ResourcePath}
+		return &viewRead{key: fanout.DocumentViewKey(req.Database, req.ResourcePath, scope)}
 	case classify.RunQuery:
 		var rq firestorepb.RunQueryRequest
 		if proto.Unmarshal(req.CacheBody, &rq) != nil {
@@ -93,7 +91,7 @@ func grpcViewRead(msg proto.Message, req *classify.Request, rule *rules.Rule, id
 	switch m := msg.(type) {
 	case *firestorepb.GetDocumentRequest:
 		if m.GetMask() == nil && m.GetConsistencySelector() == nil {
-			return &viewRead{scope: scope, database: req.Database, name: m.GetName()}
+			return &viewRead{key: fanout.DocumentViewKey(req.Database, m.GetName(), scope)}
 		}
 	case *firestorepb.RunQueryRequest:
 		return queryViewRead(scope, req.Database, m)
@@ -105,7 +103,7 @@ func queryViewRead(scope fanout.Scope, database string, rq *firestorepb.RunQuery
 	if rq.GetStructuredQuery() == nil || rq.GetConsistencySelector() != nil || rq.GetExplainOptions() != nil {
 		return nil
 	}
-	return &viewRead{scope: scope, database: database, parent: rq.GetParent(), query: rq.GetStructuredQuery()}
+	return &viewRead{key: fanout.QueryViewKey(database, rq.GetParent(), rq.GetStructuredQuery(), scope), query: true}
 }
 
 // onlyCredentialParams: the query string carries nothing that shapes the answer.
@@ -128,12 +126,12 @@ func (p *Proxy) fromView(plan *readPlan) (docs []*firestorepb.Document, readTime
 	if v == nil || (p.tiers.L2 != nil && !p.tiers.Gens.Trusted()) {
 		return nil, time.Time{}, false
 	}
-	if v.query != nil {
-		docs, readTime, ok = p.hub.LookupQuery(v.database, v.parent, v.query, v.scope)
+	if v.query {
+		docs, readTime, ok = p.hub.LookupQuery(v.key)
 	} else {
 		var d *firestorepb.Document
 		var presence fanout.Presence
-		d, presence, readTime = p.hub.LookupDocumentTarget(v.database, v.name, v.scope)
+		d, presence, readTime = p.hub.LookupDocumentTarget(v.key)
 		docs, ok = []*firestorepb.Document{d}, presence == fanout.Found
 	}
 	if !ok || !p.barrier.passed(plan.tags, readTime) {
@@ -150,7 +148,7 @@ func (p *Proxy) serveFromView(ctx *fasthttp.RequestCtx, plan *readPlan) bool {
 	}
 	var body []byte
 	var err error
-	if plan.view.query == nil {
+	if !plan.view.query {
 		body, err = protojson.Marshal(docs[0])
 	} else {
 		body, err = queryJSON(docs, readTime)
@@ -203,7 +201,7 @@ func (p *Proxy) grpcServeFromView(ss grpc.ServerStream, plan *readPlan) (bool, e
 		return false, nil
 	}
 	var msgs []proto.Message
-	if plan.view.query == nil {
+	if !plan.view.query {
 		msgs = []proto.Message{docs[0]}
 	} else {
 		for _, r := range queryResponses(docs, readTime) {
