@@ -3,9 +3,7 @@ package fanout_test
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -179,29 +177,7 @@ func (b *bed) docsTarget(paths ...string) *firestorepb.Target {
 	return &firestorepb.Target{TargetType: &firestorepb.Target_Documents{Documents: &firestorepb.Target_DocumentsTarget{Documents: names}}}
 }
 
-// mockToken is an unsigned ID token for uid, as the Firebase SDK's mockUserToken makes
-// them for the emulator.
-func mockToken(project, uid string) string {
-	enc := base64.RawURLEncoding.EncodeToString
-	return enc([]byte(`{"alg":"none","type":"JWT"}`)) + "." + enc([]byte(`{"iss":"https://securetoken.google.com/`+project+
-		`","aud":"`+project+`","iat":1700000000,"exp":4000000000,"auth_time":1700000000,"sub":"`+uid+`","user_id":"`+uid+
-		`","firebase":{"sign_in_provider":"custom","identities":{}}}`)) + "."
-}
-
-func (b *bed) setRules(t testing.TB, rules string) {
-	t.Helper()
-	body := fmt.Sprintf(`{"rules":{"files":[{"name":"firestore.rules","content":%q}]}}`, rules)
-	req, _ := http.NewRequest(http.MethodPut, b.emu.URL+"/emulator/v1/projects/"+b.proj+":securityRules", strings.NewReader(body))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		out, _ := io.ReadAll(resp.Body)
-		t.Fatalf("set rules: %d %s", resp.StatusCode, out)
-	}
-}
+func (b *bed) setRules(t testing.TB, rules string) { b.emu.SetSecurityRules(t, b.proj, rules) }
 
 // listener is a raw gRPC Listen stream and the client-visible state of its targets,
 // kept as the Go client keeps it: documents per target, CURRENT, and a snapshot at each
@@ -471,6 +447,21 @@ func dialWatch(url string) (*grpc.ClientConn, error) {
 }
 
 // startHub serves a hub of cfg on an in-process gRPC server.
+// relayedHub starts a hub of Shared views whose upstream is the emulator behind a TCP
+// relay the test may cut.
+func relayedHub(t *testing.T) (*fanout.Hub, string, *testbed.Relay) {
+	t.Helper()
+	relay := testbed.NewRelay(t, testbed.Emulator(t).Addr)
+	conn, err := dialWatch("http://" + relay.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	hub, addr := startHub(t, fanout.Config{Conn: conn, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Policy: func(string, *firestorepb.Target) fanout.Mode { return fanout.Shared }})
+	return hub, addr, relay
+}
+
 func startHub(t *testing.T, cfg fanout.Config) (*fanout.Hub, string) {
 	t.Helper()
 	hub, err := fanout.New(cfg)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/harvest-hub/edge/fanout"
+	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 // goSnapshots renders each snapshot of q as "id=v, ..." on a channel.
@@ -157,7 +158,7 @@ func TestPerCallerViewsAreSeparatedByIdentity(t *testing.T) {
 	b.set(t, "notes/a1", ownedBy("alice"))
 	b.set(t, "notes/b1", ownedBy("bob"))
 	conn := dialInsecure(t, b.addr)
-	aliceTok, bobTok := "Bearer "+mockToken(b.proj, "alice"), "Bearer "+mockToken(b.proj, "bob")
+	aliceTok, bobTok := "Bearer "+testbed.IDToken(b.proj, "alice"), "Bearer "+testbed.IDToken(b.proj, "bob")
 	aliceQuery := b.query(whereEq(collection("notes"), "owner", "alice"))
 
 	alice1 := listen(t, conn, b.db, aliceTok)
@@ -195,7 +196,7 @@ func TestPerCallerViewsAreSeparatedByIdentity(t *testing.T) {
 func TestUpstreamRefusalReachesClients(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	b := newBed(t, fanout.Config{}, tokenFile)
-	if err := os.WriteFile(tokenFile, []byte(mockToken(b.proj, "mallory")), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(testbed.IDToken(b.proj, "mallory")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b.setRules(t, ownerRules)

@@ -7,14 +7,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"cloud.google.com/go/firestore/apiv1/firestorepb"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/harvest-hub/edge/fanout"
-	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 func ref(p string) *firestorepb.StructuredQuery_FieldReference {
@@ -213,16 +211,8 @@ func TestPassthroughBesideSharedTargets(t *testing.T) {
 // A view cut off from the upstream answers no lookup (it may be missing changes made
 // meanwhile) until its stream is back and consistent again; its clients stay.
 func TestLookupsStopWhileTheUpstreamIsAway(t *testing.T) {
-	emu := testbed.Emulator(t)
-	relay := testbed.NewRelay(t, emu.Addr)
 	b := newBed(t, fanout.Config{})
-	conn, err := dialWatch("http://" + relay.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	hub, addr := startHub(t, fanout.Config{Conn: conn, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		Policy: func(string, *firestorepb.Target) fanout.Mode { return fanout.Shared }})
+	hub, addr, relay := relayedHub(t)
 	b.setV(t, "orders/a", "1")
 	l := listen(t, dialInsecure(t, addr), b.db, "")
 	l.add(1, b.docsTarget("orders/a"))

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/harvest-hub/edge/fanout"
-	"github.com/harvest-hub/edge/internal/testbed"
 )
 
 func withToken(t *firestorepb.Target, token []byte) *firestorepb.Target {
@@ -234,16 +233,8 @@ func TestSlowClientIsEndedAndOthersContinue(t *testing.T) {
 // The upstream connection cut mid-flight: the view resumes and clients see every
 // change, never a wrong snapshot.
 func TestUpstreamCutRecovers(t *testing.T) {
-	emu := testbed.Emulator(t)
-	relay := testbed.NewRelay(t, emu.Addr)
 	b := newBed(t, fanout.Config{})
-	conn, err := dialWatch("http://" + relay.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_, addr := startHub(t, fanout.Config{Conn: conn, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		Policy: func(string, *firestorepb.Target) fanout.Mode { return fanout.Shared }})
+	_, addr, relay := relayedHub(t)
 	b.setV(t, "orders/a", "1")
 	b.setV(t, "orders/b", "1")
 	l := listen(t, dialInsecure(t, addr), b.db, "")

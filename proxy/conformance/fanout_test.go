@@ -261,27 +261,6 @@ service cloud.firestore {
   }
 }`
 
-// setSecurityRules loads rules into project on the emulator.
-func setSecurityRules(t *testing.T, emu *testbed.Emu, project, rules string) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"rules": map[string]any{"files": []any{map[string]string{"content": rules}}}})
-	req, err := http.NewRequest(http.MethodPut, emu.URL+"/emulator/v1/projects/"+project+":securityRules", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b := new(bytes.Buffer)
-		b.ReadFrom(resp.Body)
-		t.Fatalf("loading security rules: %s: %s", resp.Status, clip(b.String(), 1000))
-	}
-}
-
 // TestFanOutNodeUserScopeKeepsUsersApart: alice and bob, with different tokens, each
 // listen to alice's sessions and to bob's (a scope: user rule in the sample rules.yaml),
 // with the emulator's security rules letting each read only their own. Through the
@@ -292,7 +271,7 @@ func TestFanOutNodeUserScopeKeepsUsersApart(t *testing.T) {
 	node := nodeReady(t)
 	st := newStack(t)
 	project := st.emu.NewProject(t)
-	setSecurityRules(t, st.emu, project, ownSessionsRules)
+	st.emu.SetSecurityRules(t, project, ownSessionsRules)
 	var out struct {
 		Steps []fanoutStep `json:"steps"`
 	}
